@@ -1,0 +1,669 @@
+//! CreateFunction, GetFunction, GetFunctionConfiguration, ListFunctions, DeleteFunction,
+//! UpdateFunctionCode and UpdateFunctionConfiguration.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use store::{CatalogError, VersionConfig};
+
+use super::{Caller, QualifierQuery, parse_body, scheduler_key};
+use crate::error::{ApiError, function_not_found};
+use crate::intake;
+use crate::state::AppState;
+use crate::validate;
+use crate::wire::{Detail, function_configuration};
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct CodeInput {
+    pub zip_file: Option<String>,
+    #[serde(rename = "S3Bucket")]
+    pub s3_bucket: Option<String>,
+    pub image_uri: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct EnvironmentInput {
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct SizeInput {
+    pub size: u32,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct TargetInput {
+    pub target_arn: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct ModeInput {
+    pub mode: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct LoggingInput {
+    pub log_format: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct SnapStartInput {
+    pub apply_on: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreateFunction {
+    function_name: String,
+    role: String,
+    code: CodeInput,
+    runtime: Option<String>,
+    handler: Option<String>,
+    description: Option<String>,
+    timeout: Option<u32>,
+    memory_size: Option<u32>,
+    environment: Option<EnvironmentInput>,
+    #[serde(default)]
+    publish: bool,
+    package_type: Option<String>,
+    #[serde(default)]
+    architectures: Vec<String>,
+    ephemeral_storage: Option<SizeInput>,
+    #[serde(default)]
+    layers: Vec<String>,
+    dead_letter_config: Option<TargetInput>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+    tracing_config: Option<ModeInput>,
+    logging_config: Option<LoggingInput>,
+    snap_start: Option<SnapStartInput>,
+    #[serde(rename = "KMSKeyArn")]
+    kms_key_arn: Option<String>,
+}
+
+fn snap_start(input: Option<&SnapStartInput>) -> Result<Option<bool>, ApiError> {
+    match input.and_then(|s| s.apply_on.as_deref()) {
+        None => Ok(None),
+        Some("None") => Ok(Some(false)),
+        Some("PublishedVersions") => Ok(Some(true)),
+        Some(other) => Err(ApiError::Validation(format!(
+            "1 validation error detected: Value '{other}' at 'snapStart.applyOn' failed to satisfy constraint: Member must satisfy enum value set: [PublishedVersions, None]"
+        ))),
+    }
+}
+
+fn tracing_mode(input: Option<&ModeInput>) -> Result<Option<String>, ApiError> {
+    match input.and_then(|t| t.mode.as_deref()) {
+        None => Ok(None),
+        Some(m @ ("Active" | "PassThrough")) => Ok(Some(m.to_owned())),
+        Some(other) => Err(ApiError::Validation(format!(
+            "1 validation error detected: Value '{other}' at 'tracingConfig.mode' failed to satisfy constraint: Member must satisfy enum value set: [Active, PassThrough]"
+        ))),
+    }
+}
+
+/// Stores a zip and has the worker validate and compile its handler.
+async fn take_code(
+    state: &AppState,
+    zip_b64: &str,
+    runtime: protocol::Runtime,
+    handler: &str,
+) -> Result<(intake::StoredPackage, protocol::GuestKind), ApiError> {
+    let zip = base64::engine::general_purpose::STANDARD
+        .decode(zip_b64.trim())
+        .map_err(|_| {
+            ApiError::InvalidParameterValue(
+                "Could not unzip uploaded file. Please check your file, then try to upload again."
+                    .into(),
+            )
+        })?;
+    let dir = state.config.packages_dir.clone();
+    let stored = tokio::task::spawn_blocking(move || intake::store_zip(&dir, &zip))
+        .await
+        .map_err(ApiError::service)??;
+    let code = protocol::CodePackage {
+        digest: stored.digest.clone(),
+        root: stored.root.clone(),
+        runtime,
+        handler: handler.to_owned(),
+    };
+    let prepared = state
+        .scheduler
+        .backend()
+        .prepare(&code)
+        .await
+        .map_err(|e| match e {
+            protocol::PrepareError::InvalidCode(m) => ApiError::InvalidParameterValue(m),
+            protocol::PrepareError::Platform(m) => ApiError::service(m),
+        })?;
+    Ok((stored, prepared.kind))
+}
+
+fn only_zip(code: &CodeInput) -> Result<&str, ApiError> {
+    if code.s3_bucket.is_some() || code.image_uri.is_some() {
+        return Err(ApiError::InvalidParameterValue(
+            "Lamina accepts code as ZipFile only; S3 locations and container images are not supported.".into(),
+        ));
+    }
+    code.zip_file.as_deref().ok_or_else(|| {
+        ApiError::InvalidParameterValue(
+            "Please provide a source for function code (Code.ZipFile).".into(),
+        )
+    })
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: CreateFunction = parse_body(&body)?;
+    let fref = protocol::names::FunctionRef::parse(&req.function_name)
+        .map_err(|e| ApiError::Validation(e.to_string()))?;
+    if fref.qualifier.is_some()
+        || fref.account_id.as_deref().is_some_and(|a| a != caller.account_id)
+        || fref.region.as_deref().is_some_and(|r| r != state.config.region)
+    {
+        return Err(ApiError::InvalidParameterValue(format!(
+            "The function name {} is not valid for CreateFunction in this account and region.",
+            req.function_name
+        )));
+    }
+    let name = fref.name;
+    validate::role(&req.role)?;
+    if req.package_type.as_deref().is_some_and(|p| p != "Zip") {
+        return Err(ApiError::InvalidParameterValue(
+            "PackageType Image is not supported: deploy a Zip package with runtime wasm or onnx."
+                .into(),
+        ));
+    }
+    if !req.layers.is_empty() {
+        return Err(ApiError::InvalidParameterValue(
+            "Layers are not supported: include everything the function needs in its package."
+                .into(),
+        ));
+    }
+    let (Some(runtime_name), handler) = (req.runtime.as_deref(), req.handler.as_deref()) else {
+        return Err(ApiError::InvalidParameterValue(
+            "Runtime and Handler are mandatory parameters for functions created with deployment packages.".into(),
+        ));
+    };
+    let runtime = validate::runtime(runtime_name)?;
+    let handler = handler.unwrap_or(runtime.default_handler()).to_owned();
+    validate::handler(&handler)?;
+    let description = req.description.unwrap_or_default();
+    validate::description(&description)?;
+    let timeout = validate::timeout(req.timeout.unwrap_or(3))?;
+    let memory = validate::memory(req.memory_size.unwrap_or(128))?;
+    let environment = req.environment.map(|e| e.variables).unwrap_or_default();
+    validate::environment(&environment)?;
+    let ephemeral = validate::ephemeral_storage(req.ephemeral_storage.map_or(512, |e| e.size))?;
+    let architectures = validate::architectures(&req.architectures)?;
+    validate::tags(&req.tags)?;
+    let snap = snap_start(req.snap_start.as_ref())?.unwrap_or(false);
+    let tracing = tracing_mode(req.tracing_config.as_ref())?.unwrap_or_else(|| "PassThrough".into());
+    let zip = only_zip(&req.code)?;
+
+    if state.catalog.function(&caller.account_id, &name).is_some() {
+        return Err(ApiError::ResourceConflict(format!(
+            "Function already exist: {name}"
+        )));
+    }
+    let (stored, kind) = take_code(&state, zip, runtime, &handler).await?;
+    let config = VersionConfig {
+        runtime: runtime.as_str().to_owned(),
+        handler,
+        role: req.role,
+        description,
+        timeout,
+        memory_size: memory,
+        environment,
+        ephemeral_storage: ephemeral,
+        architectures,
+        package_type: "Zip".into(),
+        code_sha256: stored.digest,
+        code_size: stored.zipped_bytes,
+        guest_kind: kind.as_str().to_owned(),
+        tracing_mode: tracing,
+        dead_letter_target: req.dead_letter_config.and_then(|d| d.target_arn),
+        snap_start: snap,
+        log_format: req
+            .logging_config
+            .and_then(|l| l.log_format)
+            .unwrap_or_else(|| "Text".into()),
+        kms_key_arn: req.kms_key_arn,
+    };
+    let entry = state
+        .catalog
+        .create_function(&caller.account_id, &name, config, req.tags, req.publish)
+        .await
+        .map_err(|e| match e {
+            CatalogError::FunctionExists => {
+                ApiError::ResourceConflict(format!("Function already exist: {name}"))
+            }
+            other => ApiError::service(other),
+        })?;
+    let (version, qualified) = match entry.versions.last_key_value() {
+        Some((_, v)) => (v.clone(), true),
+        None => (entry.latest.clone(), false),
+    };
+    let body = function_configuration(&state, &entry, &version, qualified, Detail::Full);
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(q): Query<QualifierQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let r = state.resolve(&caller.account_id, &name, q.qualifier.as_deref())?;
+    let version = state.version_for_read(&r)?;
+    let qualified = r.qualifier.is_some();
+    let config = function_configuration(&state, &r.entry, &version, qualified, Detail::Full);
+    let mut body = json!({
+        "Configuration": config,
+        "Code": {
+            "RepositoryType": "S3",
+            "Location": format!(
+                "{}/lamina/code/{}.zip",
+                state.config.public_url.trim_end_matches('/'),
+                version.config.code_sha256
+            ),
+        },
+    });
+    if let Some(obj) = body.as_object_mut() {
+        if !r.entry.tags.is_empty() {
+            obj.insert("Tags".into(), json!(r.entry.tags));
+        }
+        if let Some(reserved) = r.entry.reserved_concurrency {
+            obj.insert(
+                "Concurrency".into(),
+                json!({ "ReservedConcurrentExecutions": reserved }),
+            );
+        }
+    }
+    Ok(Json(body))
+}
+
+pub async fn get_configuration(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(q): Query<QualifierQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let r = state.resolve(&caller.account_id, &name, q.qualifier.as_deref())?;
+    let version = state.version_for_read(&r)?;
+    Ok(Json(function_configuration(
+        &state,
+        &r.entry,
+        &version,
+        r.qualifier.is_some(),
+        Detail::Full,
+    )))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    #[serde(rename = "Marker")]
+    marker: Option<String>,
+    #[serde(rename = "MaxItems")]
+    max_items: Option<usize>,
+    #[serde(rename = "FunctionVersion")]
+    function_version: Option<String>,
+}
+
+/// Pages a sorted list by an opaque marker (the index of the next item, base64).
+pub fn page<T>(items: Vec<T>, marker: Option<&str>, max_items: Option<usize>) -> Result<(Vec<T>, Option<String>), ApiError> {
+    let start = match marker {
+        None => 0,
+        Some(m) => base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(m)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.parse::<usize>().ok())
+            .ok_or_else(|| ApiError::InvalidParameterValue(format!("Invalid marker: {m}")))?,
+    };
+    let max = max_items.unwrap_or(50).clamp(1, 50);
+    let total = items.len();
+    let page: Vec<T> = items.into_iter().skip(start).take(max).collect();
+    let next = (start + page.len() < total).then(|| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode((start + page.len()).to_string())
+    });
+    Ok((page, next))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if q.max_items == Some(0) || q.max_items.is_some_and(|m| m > 10_000) {
+        return Err(ApiError::Validation(format!(
+            "1 validation error detected: Value '{}' at 'maxItems' failed to satisfy constraint: Member must have value between 1 and 10000",
+            q.max_items.unwrap_or(0)
+        )));
+    }
+    let all_versions = match q.function_version.as_deref() {
+        None => false,
+        Some("ALL") => true,
+        Some(other) => {
+            return Err(ApiError::Validation(format!(
+                "1 validation error detected: Value '{other}' at 'functionVersion' failed to satisfy constraint: Member must satisfy enum value set: [ALL]"
+            )));
+        }
+    };
+    let mut items = Vec::new();
+    for entry in state.catalog.functions(&caller.account_id) {
+        items.push(function_configuration(
+            &state,
+            &entry,
+            &entry.latest,
+            all_versions,
+            Detail::ListItem,
+        ));
+        if all_versions {
+            for v in entry.versions.values() {
+                items.push(function_configuration(&state, &entry, v, true, Detail::ListItem));
+            }
+        }
+    }
+    let (functions, next) = page(items, q.marker.as_deref(), q.max_items)?;
+    let mut body = json!({ "Functions": functions });
+    if let (Some(next), Some(obj)) = (next, body.as_object_mut()) {
+        obj.insert("NextMarker".into(), Value::String(next));
+    }
+    Ok(Json(body))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(q): Query<QualifierQuery>,
+) -> Result<StatusCode, ApiError> {
+    let r = state.resolve(&caller.account_id, &name, q.qualifier.as_deref())?;
+    let account = caller.account_id.as_str();
+    match r.qualifier.as_deref() {
+        None => {
+            let entry = state
+                .catalog
+                .delete_function(account, &r.entry.name)
+                .await
+                .map_err(ApiError::service)?;
+            state.retire_function(&entry);
+        }
+        Some(protocol::names::LATEST) => {
+            return Err(ApiError::InvalidParameterValue(
+                "$LATEST version cannot be deleted without deleting the function.".into(),
+            ));
+        }
+        Some(q) => {
+            let Ok(n) = q.parse::<u64>() else {
+                return Err(ApiError::InvalidParameterValue(
+                    "Deletion of aliases is not supported; use DeleteAlias.".into(),
+                ));
+            };
+            let version = r.entry.versions.get(&n).cloned();
+            state
+                .catalog
+                .delete_version(account, &r.entry.name, n)
+                .await
+                .map_err(|e| match e {
+                    CatalogError::VersionInUse(aliases) => ApiError::ResourceConflict(format!(
+                        "Unable to delete version because the following aliases reference it: [{}]",
+                        aliases.join(", ")
+                    )),
+                    other => ApiError::service(other),
+                })?;
+            if let Some(v) = version {
+                state.scheduler.retire(&scheduler_key(&r.entry, &v));
+            }
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct UpdateCode {
+    zip_file: Option<String>,
+    #[serde(rename = "S3Bucket")]
+    s3_bucket: Option<String>,
+    image_uri: Option<String>,
+    #[serde(default)]
+    publish: bool,
+    #[serde(default)]
+    dry_run: bool,
+    revision_id: Option<String>,
+    #[serde(default)]
+    architectures: Vec<String>,
+}
+
+fn precondition() -> ApiError {
+    ApiError::PreconditionFailed(
+        "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id".into(),
+    )
+}
+
+pub async fn update_code(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: UpdateCode = parse_body(&body)?;
+    let r = state.resolve(&caller.account_id, &name, None)?;
+    if r.qualifier.is_some() {
+        return Err(ApiError::InvalidParameterValue(
+            "Function code can only be updated on $LATEST; do not qualify the function name."
+                .into(),
+        ));
+    }
+    let code = CodeInput {
+        zip_file: req.zip_file,
+        s3_bucket: req.s3_bucket,
+        image_uri: req.image_uri,
+    };
+    let zip = only_zip(&code)?;
+    let old = r.entry.latest.clone();
+    let mut config = old.config.clone();
+    if !req.architectures.is_empty() {
+        config.architectures = validate::architectures(&req.architectures)?;
+    }
+    let runtime = validate::runtime(&config.runtime)?;
+    let (stored, kind) = take_code(&state, zip, runtime, &config.handler).await?;
+    if req.dry_run {
+        config.code_sha256 = stored.digest;
+        config.code_size = stored.zipped_bytes;
+        let preview = store::VersionRecord::new(protocol::names::LATEST, config, old.last_modified_ms);
+        return Ok(Json(function_configuration(&state, &r.entry, &preview, false, Detail::Full)));
+    }
+    config.code_sha256 = stored.digest;
+    config.code_size = stored.zipped_bytes;
+    config.guest_kind = kind.as_str().to_owned();
+    state
+        .apply_latest(&r.entry, req.revision_id.as_deref(), config, req.publish)
+        .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct UpdateConfiguration {
+    role: Option<String>,
+    handler: Option<String>,
+    description: Option<String>,
+    timeout: Option<u32>,
+    memory_size: Option<u32>,
+    environment: Option<EnvironmentInput>,
+    runtime: Option<String>,
+    dead_letter_config: Option<TargetInput>,
+    #[serde(default)]
+    layers: Option<Vec<String>>,
+    ephemeral_storage: Option<SizeInput>,
+    revision_id: Option<String>,
+    tracing_config: Option<ModeInput>,
+    logging_config: Option<LoggingInput>,
+    snap_start: Option<SnapStartInput>,
+    #[serde(rename = "KMSKeyArn")]
+    kms_key_arn: Option<String>,
+}
+
+pub async fn update_configuration(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: UpdateConfiguration = parse_body(&body)?;
+    let r = state.resolve(&caller.account_id, &name, None)?;
+    if r.qualifier.is_some() {
+        return Err(ApiError::InvalidParameterValue(
+            "Function configuration can only be updated on $LATEST; do not qualify the function name.".into(),
+        ));
+    }
+    let mut config = r.entry.latest.config.clone();
+    if let Some(role) = req.role {
+        validate::role(&role)?;
+        config.role = role;
+    }
+    if let Some(d) = req.description {
+        validate::description(&d)?;
+        config.description = d;
+    }
+    if let Some(t) = req.timeout {
+        config.timeout = validate::timeout(t)?;
+    }
+    if let Some(m) = req.memory_size {
+        config.memory_size = validate::memory(m)?;
+    }
+    if let Some(env) = req.environment {
+        validate::environment(&env.variables)?;
+        config.environment = env.variables;
+    }
+    if let Some(e) = req.ephemeral_storage {
+        config.ephemeral_storage = validate::ephemeral_storage(e.size)?;
+    }
+    if req.layers.is_some_and(|l| !l.is_empty()) {
+        return Err(ApiError::InvalidParameterValue(
+            "Layers are not supported: include everything the function needs in its package."
+                .into(),
+        ));
+    }
+    if let Some(d) = req.dead_letter_config {
+        config.dead_letter_target = d.target_arn.filter(|t| !t.is_empty());
+    }
+    if let Some(mode) = tracing_mode(req.tracing_config.as_ref())? {
+        config.tracing_mode = mode;
+    }
+    if let Some(format) = req.logging_config.and_then(|l| l.log_format) {
+        config.log_format = format;
+    }
+    if let Some(snap) = snap_start(req.snap_start.as_ref())? {
+        config.snap_start = snap;
+    }
+    if let Some(kms) = req.kms_key_arn {
+        config.kms_key_arn = Some(kms).filter(|k| !k.is_empty());
+    }
+    let runtime_changed = req.runtime.as_ref().is_some_and(|rt| *rt != config.runtime);
+    let handler_changed = req.handler.as_ref().is_some_and(|h| *h != config.handler);
+    if let Some(rt) = req.runtime {
+        config.runtime = validate::runtime(&rt)?.as_str().to_owned();
+    }
+    if let Some(h) = req.handler {
+        validate::handler(&h)?;
+        config.handler = h;
+    }
+    if runtime_changed || handler_changed {
+        // The same package, read another way: validate and compile it again.
+        let code = protocol::CodePackage {
+            digest: config.code_sha256.clone(),
+            root: state.config.packages_dir.join(&config.code_sha256),
+            runtime: validate::runtime(&config.runtime)?,
+            handler: config.handler.clone(),
+        };
+        let prepared = state
+            .scheduler
+            .backend()
+            .prepare(&code)
+            .await
+            .map_err(|e| match e {
+                protocol::PrepareError::InvalidCode(m) => ApiError::InvalidParameterValue(m),
+                protocol::PrepareError::Platform(m) => ApiError::service(m),
+            })?;
+        config.guest_kind = prepared.kind.as_str().to_owned();
+    }
+    state
+        .apply_latest(&r.entry, req.revision_id.as_deref(), config, false)
+        .await
+}
+
+impl AppState {
+    /// Stores a new $LATEST (and publishes it on request), retiring the environments of
+    /// the configuration it replaces.
+    async fn apply_latest(
+        &self,
+        entry: &store::FunctionEntry,
+        revision: Option<&str>,
+        config: VersionConfig,
+        publish: bool,
+    ) -> Result<Json<Value>, ApiError> {
+        let old_key = scheduler_key(entry, &entry.latest);
+        let updated = self
+            .catalog
+            .update_latest(&entry.account_id, &entry.name, revision, config)
+            .await
+            .map_err(|e| match e {
+                CatalogError::RevisionMismatch => precondition(),
+                CatalogError::FunctionNotFound => function_not_found(
+                    &self.arns.qualified(&entry.account_id, &entry.name, protocol::names::LATEST),
+                ),
+                other => ApiError::service(other),
+            })?;
+        self.scheduler.retire(&old_key);
+        if publish {
+            let (version, updated) = self
+                .catalog
+                .publish_version(&entry.account_id, &entry.name, None, None, None)
+                .await
+                .map_err(ApiError::service)?;
+            return Ok(Json(function_configuration(
+                self,
+                &updated,
+                &version,
+                true,
+                Detail::Full,
+            )));
+        }
+        let mut body = function_configuration(self, &updated, &updated.latest, false, Detail::Full);
+        if let Some(obj) = body.as_object_mut() {
+            // The update is applied synchronously; report it as finished so waiters pass.
+            obj.insert("LastUpdateStatus".into(), "Successful".into());
+        }
+        Ok(Json(body))
+    }
+
+    pub(crate) fn retire_function(&self, entry: &store::FunctionEntry) {
+        self.scheduler.retire(&scheduler_key(entry, &entry.latest));
+        for v in entry.versions.values() {
+            self.scheduler.retire(&scheduler_key(entry, v));
+        }
+        self.scheduler
+            .forget_function(&scheduler::FunctionKey::new(&entry.account_id, &entry.name));
+    }
+}

@@ -1,0 +1,286 @@
+//! Invoke (RequestResponse, Event, DryRun, log tail) and the deprecated InvokeAsync.
+
+use std::time::SystemTime;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use bytes::Bytes;
+use protocol::{
+    InvocationInput, InvocationResult, InvocationType, MAX_ASYNC_PAYLOAD, MAX_SYNC_PAYLOAD,
+    Outcome, Payload,
+};
+use scheduler::{InvocationMeta, InvokeError};
+
+use super::{Caller, QualifierQuery, scheduler_key};
+use crate::error::ApiError;
+use crate::state::{AppState, Resolved};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Lambda's answer to a throttled invocation.
+pub fn throttled(e: &InvokeError) -> ApiError {
+    match e {
+        InvokeError::Throttled(reason) => ApiError::TooManyRequests {
+            reason: reason.as_str(),
+            message: "Rate Exceeded.".into(),
+            retry_after_seconds: 1,
+        },
+        InvokeError::NoCapacity => ApiError::TooManyRequests {
+            reason: "ConcurrentInvocationLimitExceeded",
+            message: "Rate Exceeded.".into(),
+            retry_after_seconds: 1,
+        },
+        InvokeError::Gone => ApiError::ResourceNotFound(
+            "The function version was deleted while the invocation was starting.".into(),
+        ),
+        InvokeError::Platform(m) => ApiError::service(m),
+    }
+}
+
+/// An Invoke payload must be JSON; an empty one is `{}`.
+pub fn event_payload(body: Bytes) -> Result<Bytes, ApiError> {
+    if body.is_empty() || body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Bytes::from_static(b"{}"));
+    }
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+        let detail = if std::str::from_utf8(&body).is_err() {
+            "Invalid UTF-8 middle byte".to_owned()
+        } else {
+            e.to_string()
+        };
+        return Err(ApiError::InvalidRequestContent(format!(
+            "Could not parse request body into json: Could not parse payload into json: {detail}"
+        )));
+    }
+    Ok(body)
+}
+
+fn client_context(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(raw) = headers.get("x-amz-client-context") else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::InvalidRequestContent(
+            "Client context must be a valid Base64-encoded JSON object.".into(),
+        )
+    };
+    let raw = raw.to_str().map_err(|_| bad())?;
+    if raw.len() > 3583 {
+        return Err(ApiError::InvalidParameterValue(
+            "Client context must be at most 3583 bytes (base64).".into(),
+        ));
+    }
+    let decoded = B64.decode(raw).map_err(|_| bad())?;
+    let text = String::from_utf8(decoded).map_err(|_| bad())?;
+    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&text).map_err(|_| bad())?;
+    Ok(Some(text))
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+pub async fn invoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(q): Query<QualifierQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let received_at = SystemTime::now();
+    let invocation_type = header(&headers, "x-amz-invocation-type").unwrap_or("RequestResponse");
+    let tail = match header(&headers, "x-amz-log-type").unwrap_or("None") {
+        "Tail" => true,
+        "None" => false,
+        other => {
+            return Err(ApiError::Validation(format!(
+                "1 validation error detected: Value '{other}' at 'logType' failed to satisfy constraint: Member must satisfy enum value set: [Tail, None]"
+            )));
+        }
+    };
+    let r = state.resolve(&caller.account_id, &name, q.qualifier.as_deref())?;
+    match invocation_type {
+        "RequestResponse" => {
+            if body.len() > MAX_SYNC_PAYLOAD {
+                return Err(ApiError::RequestTooLarge(format!(
+                    "Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the InvokeFunction operation"
+                )));
+            }
+            let request_bytes = body.len() as u64;
+            let payload = event_payload(body)?;
+            let client_context = client_context(&headers)?;
+            let result = run_sync(
+                &state,
+                &caller,
+                &r,
+                Payload::Event(payload),
+                client_context,
+                InvocationType::RequestResponse,
+                received_at,
+                request_bytes,
+            )
+            .await?;
+            Ok(sync_response(result, tail))
+        }
+        "Event" => {
+            if body.len() > MAX_ASYNC_PAYLOAD {
+                return Err(ApiError::RequestTooLarge(format!(
+                    "{} byte payload is too large for the Event invocation type (limit {MAX_ASYNC_PAYLOAD} bytes)",
+                    body.len()
+                )));
+            }
+            let payload = event_payload(body)?;
+            let request_id = enqueue(&state, &caller, &r, payload).await?;
+            let mut resp = StatusCode::ACCEPTED.into_response();
+            set_request_id(&mut resp, &request_id);
+            Ok(resp)
+        }
+        "DryRun" => {
+            state.version_for_read(&r)?;
+            let mut resp = StatusCode::NO_CONTENT.into_response();
+            set_request_id(&mut resp, &uuid::Uuid::new_v4().to_string());
+            Ok(resp)
+        }
+        other => Err(ApiError::Validation(format!(
+            "1 validation error detected: Value '{other}' at 'invocationType' failed to satisfy constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]"
+        ))),
+    }
+}
+
+fn set_request_id(resp: &mut Response, request_id: &str) {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        resp.headers_mut().insert("x-amzn-RequestId", v);
+    }
+}
+
+/// Stores an Event invocation durably; returns its request id.
+pub async fn enqueue(
+    state: &AppState,
+    caller: &Caller,
+    r: &Resolved,
+    payload: Bytes,
+) -> Result<String, ApiError> {
+    // Validates the qualifier now: an unknown version or alias is a 404 at enqueue time.
+    state.version_for_read(r)?;
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let event = store::AsyncEvent::new(
+        request_id.clone(),
+        &r.entry.account_id,
+        &caller.account_id,
+        &r.entry.name,
+        r.qualifier.as_deref().unwrap_or(protocol::names::LATEST),
+        payload.to_vec(),
+    );
+    state
+        .queue
+        .enqueue(&event)
+        .await
+        .map_err(ApiError::service)?;
+    state.async_notify.notify_one();
+    Ok(request_id)
+}
+
+/// Runs a synchronous invocation of the resolved function.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_sync(
+    state: &AppState,
+    caller: &Caller,
+    r: &Resolved,
+    payload: Payload,
+    client_context: Option<String>,
+    invocation_type: InvocationType,
+    received_at: SystemTime,
+    request_bytes: u64,
+) -> Result<InvocationResult, ApiError> {
+    let version = state.version_for_invoke(r)?;
+    let spec = state.catalog.spec(&r.entry, &version);
+    let function = scheduler::FunctionKey::new(&r.entry.account_id, &r.entry.name);
+    let pool = state
+        .scheduler
+        .pool_for(&scheduler_key(&r.entry, &version), &function, &spec);
+    let invoked_arn = match &r.qualifier {
+        Some(q) => state.arns.qualified(&r.entry.account_id, &r.entry.name, q),
+        None => state.arns.function(&r.entry.account_id, &r.entry.name),
+    };
+    let input = InvocationInput {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        payload,
+        invoked_arn,
+        client_context,
+    };
+    let meta = InvocationMeta {
+        account_id: r.entry.account_id.clone(),
+        caller_account_id: caller.account_id.clone(),
+        function_name: r.entry.name.clone(),
+        invocation_type,
+        received_at,
+        request_bytes,
+        attempt: 1,
+    };
+    let result = state
+        .scheduler
+        .invoke(pool, input, meta)
+        .await
+        .map_err(|e| throttled(&e))?;
+    if result.outcome == Outcome::PlatformError {
+        return Err(ApiError::service(format!(
+            "platform failure in request {}",
+            result.request_id
+        )));
+    }
+    Ok(result)
+}
+
+fn sync_response(result: InvocationResult, tail: bool) -> Response {
+    let body = match result.response {
+        protocol::Response::Event(b) => b,
+        protocol::Response::Http(r) => protocol::http::http_response_to_event(&r),
+    };
+    let mut resp = (StatusCode::OK, body).into_response();
+    let h = resp.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("application/json"));
+    if let Ok(v) = HeaderValue::from_str(&result.request_id) {
+        h.insert("x-amzn-RequestId", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&result.version) {
+        h.insert("X-Amz-Executed-Version", v);
+    }
+    if result.outcome != Outcome::Success {
+        h.insert("X-Amz-Function-Error", HeaderValue::from_static("Unhandled"));
+    }
+    if tail {
+        let tail = protocol::report::tail(&result.log, protocol::LOG_TAIL_BYTES);
+        if let Ok(v) = HeaderValue::from_str(&B64.encode(tail)) {
+            h.insert("X-Amz-Log-Result", v);
+        }
+    }
+    resp
+}
+
+/// The deprecated InvokeAsync: an Event invoke answering `{"Status": 202}`.
+pub async fn invoke_async(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if body.len() > MAX_ASYNC_PAYLOAD {
+        return Err(ApiError::RequestTooLarge(format!(
+            "{} byte payload is too large for the Event invocation type (limit {MAX_ASYNC_PAYLOAD} bytes)",
+            body.len()
+        )));
+    }
+    let r = state.resolve(&caller.account_id, &name, None)?;
+    let payload = event_payload(body)?;
+    let request_id = enqueue(&state, &caller, &r, payload).await?;
+    let mut resp = (
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({ "Status": 202 })),
+    )
+        .into_response();
+    set_request_id(&mut resp, &request_id);
+    Ok(resp)
+}

@@ -1,0 +1,326 @@
+//! PublishVersion, ListVersionsByFunction and the alias operations.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use store::{AliasRecord, CatalogError};
+
+use super::functions::page;
+use super::{Caller, parse_body};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::wire::{Detail, alias_configuration, function_configuration};
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct Publish {
+    code_sha256: Option<String>,
+    description: Option<String>,
+    revision_id: Option<String>,
+}
+
+pub async fn publish(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: Publish = if body.is_empty() {
+        Publish::default()
+    } else {
+        parse_body(&body)?
+    };
+    let r = state.resolve(&caller.account_id, &name, None)?;
+    // Clients send CodeSha256 as Lambda reports it: base64 of the digest.
+    let expected = req
+        .code_sha256
+        .as_deref()
+        .map(|b64| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map(hex::encode)
+                .unwrap_or_else(|_| b64.to_owned())
+        });
+    let (version, entry) = state
+        .catalog
+        .publish_version(
+            &caller.account_id,
+            &r.entry.name,
+            expected.as_deref(),
+            req.revision_id.as_deref(),
+            req.description.as_deref(),
+        )
+        .await
+        .map_err(|e| match e {
+            CatalogError::CodeShaMismatch { current } => ApiError::InvalidParameterValue(format!(
+                "CodeSHA256 ({}) is different from current CodeSHA256 in $LATEST ({}). Please try again with the CodeSHA256 in $LATEST.",
+                req.code_sha256.clone().unwrap_or_default(),
+                crate::wire::code_sha256_b64(&current)
+            )),
+            CatalogError::RevisionMismatch => ApiError::PreconditionFailed(
+                "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id".into(),
+            ),
+            other => ApiError::service(other),
+        })?;
+    let body = function_configuration(&state, &entry, &version, true, Detail::Full);
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    #[serde(rename = "Marker")]
+    marker: Option<String>,
+    #[serde(rename = "MaxItems")]
+    max_items: Option<usize>,
+    #[serde(rename = "FunctionVersion")]
+    function_version: Option<String>,
+}
+
+pub async fn list_versions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let r = state.resolve(&caller.account_id, &name, None)?;
+    let e = &r.entry;
+    let mut items = vec![function_configuration(&state, e, &e.latest, true, Detail::ListItem)];
+    items.extend(
+        e.versions
+            .values()
+            .map(|v| function_configuration(&state, e, v, true, Detail::ListItem)),
+    );
+    let (versions, next) = page(items, q.marker.as_deref(), q.max_items)?;
+    let mut body = json!({ "Versions": versions });
+    if let (Some(next), Some(obj)) = (next, body.as_object_mut()) {
+        obj.insert("NextMarker".into(), Value::String(next));
+    }
+    Ok(Json(body))
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct RoutingInput {
+    #[serde(default)]
+    additional_version_weights: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct AliasInput {
+    name: Option<String>,
+    function_version: Option<String>,
+    description: Option<String>,
+    routing_config: Option<RoutingInput>,
+    revision_id: Option<String>,
+}
+
+/// Checks an alias's target and routing as Lambda does.
+fn check_alias(
+    state: &AppState,
+    entry: &store::FunctionEntry,
+    version: &str,
+    routing: &BTreeMap<String, f64>,
+) -> Result<(), ApiError> {
+    let exists = |v: &str| entry.version(v).is_some();
+    if !exists(version) {
+        return Err(ApiError::ResourceNotFound(format!(
+            "Function not found: {}",
+            state.arns.qualified(&entry.account_id, &entry.name, version)
+        )));
+    }
+    if routing.len() > 1 {
+        return Err(ApiError::InvalidParameterValue(
+            "Number of items in AdditionalVersionWeights cannot be greater than 1".into(),
+        ));
+    }
+    for (v, weight) in routing {
+        if !(0.0..=1.0).contains(weight) || weight.is_nan() {
+            return Err(ApiError::Validation(format!(
+                "1 validation error detected: Value '{{{v}={weight}}}' at 'routingConfig.additionalVersionWeights' failed to satisfy constraint: Map value must satisfy constraint: [Member must have value less than or equal to 1.0, Member must have value greater than or equal to 0.0]"
+            )));
+        }
+        if !protocol::names::is_version_number(v) {
+            return Err(ApiError::Validation(format!(
+                "1 validation error detected: Value '{v}' at 'routingConfig.additionalVersionWeights' failed to satisfy constraint: Map keys must satisfy constraint: [Member must satisfy regular expression pattern: [0-9]+]"
+            )));
+        }
+        if version == protocol::names::LATEST {
+            return Err(ApiError::InvalidParameterValue(
+                "$LATEST is not supported for an alias pointing to more than 1 version".into(),
+            ));
+        }
+        if !exists(v) {
+            return Err(ApiError::InvalidParameterValue(format!(
+                "Alias routing configuration references version {v}, which does not exist."
+            )));
+        }
+        if v == version {
+            return Err(ApiError::InvalidParameterValue(
+                "The alias's primary version cannot also be its additional version.".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn alias_not_found(state: &AppState, entry: &store::FunctionEntry, alias: &str) -> ApiError {
+    ApiError::ResourceNotFound(format!(
+        "Alias not found: {}",
+        state.arns.qualified(&entry.account_id, &entry.name, alias)
+    ))
+}
+
+pub async fn create_alias(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: AliasInput = parse_body(&body)?;
+    let r = state.resolve(&caller.account_id, &name, None)?;
+    let alias_name = req.name.unwrap_or_default();
+    if !protocol::names::is_valid_alias_name(&alias_name) {
+        return Err(ApiError::Validation(format!(
+            "1 validation error detected: Value '{alias_name}' at 'name' failed to satisfy constraint: Member must satisfy regular expression pattern: (?!^[0-9]+$)([a-zA-Z0-9-_]+)"
+        )));
+    }
+    let version = req.function_version.unwrap_or_default();
+    let routing = req
+        .routing_config
+        .map(|r| r.additional_version_weights)
+        .unwrap_or_default();
+    check_alias(&state, &r.entry, &version, &routing)?;
+    let record = AliasRecord {
+        name: alias_name.clone(),
+        function_version: version,
+        description: req.description.unwrap_or_default(),
+        routing,
+        revision_id: uuid::Uuid::new_v4().to_string(),
+    };
+    let alias = state
+        .catalog
+        .put_alias(&caller.account_id, &r.entry.name, record, true, None)
+        .await
+        .map_err(|e| match e {
+            CatalogError::AliasExists => ApiError::ResourceConflict(format!(
+                "Alias already exists: {}",
+                state
+                    .arns
+                    .qualified(&r.entry.account_id, &r.entry.name, &alias_name)
+            )),
+            other => ApiError::service(other),
+        })?;
+    let body = alias_configuration(&state, &r.entry, &alias);
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+pub async fn get_alias(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, alias)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let r = state.resolve(&caller.account_id, &name, None)?;
+    let a = r
+        .entry
+        .aliases
+        .get(&alias)
+        .ok_or_else(|| alias_not_found(&state, &r.entry, &alias))?;
+    Ok(Json(alias_configuration(&state, &r.entry, a)))
+}
+
+pub async fn update_alias(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, alias)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: AliasInput = parse_body(&body)?;
+    let r = state.resolve(&caller.account_id, &name, None)?;
+    let current = r
+        .entry
+        .aliases
+        .get(&alias)
+        .cloned()
+        .ok_or_else(|| alias_not_found(&state, &r.entry, &alias))?;
+    let version = req
+        .function_version
+        .unwrap_or_else(|| current.function_version.clone());
+    let routing = match req.routing_config {
+        Some(rc) => rc.additional_version_weights,
+        None => current.routing.clone(),
+    };
+    check_alias(&state, &r.entry, &version, &routing)?;
+    let record = AliasRecord {
+        name: alias.clone(),
+        function_version: version,
+        description: req.description.unwrap_or_else(|| current.description.clone()),
+        routing,
+        revision_id: uuid::Uuid::new_v4().to_string(),
+    };
+    let updated = state
+        .catalog
+        .put_alias(
+            &caller.account_id,
+            &r.entry.name,
+            record,
+            false,
+            req.revision_id.as_deref(),
+        )
+        .await
+        .map_err(|e| match e {
+            CatalogError::RevisionMismatch => ApiError::PreconditionFailed(
+                "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id".into(),
+            ),
+            CatalogError::AliasNotFound => alias_not_found(&state, &r.entry, &alias),
+            other => ApiError::service(other),
+        })?;
+    Ok(Json(alias_configuration(&state, &r.entry, &updated)))
+}
+
+pub async fn delete_alias(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, alias)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let r = state.resolve(&caller.account_id, &name, None)?;
+    state
+        .catalog
+        .delete_alias(&caller.account_id, &r.entry.name, &alias)
+        .await
+        .map_err(ApiError::service)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn list_aliases(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let r = state.resolve(&caller.account_id, &name, None)?;
+    let items: Vec<Value> = r
+        .entry
+        .aliases
+        .values()
+        .filter(|a| {
+            q.function_version
+                .as_deref()
+                .is_none_or(|v| a.function_version == v)
+        })
+        .map(|a| alias_configuration(&state, &r.entry, a))
+        .collect();
+    let (aliases, next) = page(items, q.marker.as_deref(), q.max_items)?;
+    let mut body = json!({ "Aliases": aliases });
+    if let (Some(next), Some(obj)) = (next, body.as_object_mut()) {
+        obj.insert("NextMarker".into(), Value::String(next));
+    }
+    Ok(Json(body))
+}

@@ -1,0 +1,110 @@
+//! Lamina's HTTP edge: AWS Lambda's REST API as botocore's `lambda` model defines it,
+//! function URLs, and code intake.
+//!
+//! [`app`] builds the whole router from an [`AppState`], so tests drive it in-process;
+//! [`serve`] runs it on a bound listener until a shutdown signal.
+
+pub mod api;
+pub mod error;
+pub mod intake;
+pub mod state;
+pub mod validate;
+pub mod wire;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+
+pub use error::ApiError;
+pub use state::{AppState, GatewayConfig};
+
+/// Every response carries `x-amzn-RequestId` (botocore reads it into ResponseMetadata);
+/// handlers that know the invocation's id set it themselves.
+async fn request_id(request: Request, next: Next) -> Response {
+    let mut resp = next.run(request).await;
+    if !resp.headers().contains_key("x-amzn-requestid")
+        && let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+    {
+        resp.headers_mut().insert("x-amzn-RequestId", v);
+    }
+    resp
+}
+
+/// Body-limit rejections come from axum as bare 413s; give them Lambda's error shape.
+async fn lambda_shaped_rejections(request: Request, next: Next) -> Response {
+    let resp = next.run(request).await;
+    if resp.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE
+        && !resp.headers().contains_key("x-amzn-errortype")
+    {
+        return ApiError::RequestTooLarge(format!(
+            "Request must be smaller than {} bytes for this operation",
+            api::MAX_CREATE_REQUEST
+        ))
+        .into_response();
+    }
+    resp
+}
+
+/// `<url-id>.lambda-url.<region>.<host>` requests are function-URL calls whatever the
+/// path, as on AWS; everything else is the API.
+async fn host_routed_urls(
+    State(state): State<AppState>,
+    connect: Option<ConnectInfo<SocketAddr>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let url_id = request
+        .headers()
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.split_once(".lambda-url."))
+        .map(|(id, _)| id.to_owned())
+        .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_alphanumeric()));
+    match url_id {
+        Some(id) => {
+            let path = request.uri().path().to_owned();
+            let ip = connect.map_or_else(|| "127.0.0.1".to_owned(), |c| c.0.ip().to_string());
+            api::urls::serve_url(&state, &id, path, ip, request).await
+        }
+        None => next.run(request).await,
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::ResourceNotFound("No Lambda operation matches this method and path.".into())
+}
+
+/// The whole HTTP surface. Layers, outermost first:
+/// - tracing: one span per request, so logs of an invocation share its context;
+/// - request id: added last on the way out, so even rejections carry one;
+/// - 413 shaping: turns framework body-limit rejections into Lambda's error shape;
+/// - host routing: function-URL hosts bypass the API router entirely;
+/// - routes, each group with its own body limit (CreateFunction 70 MB, Invoke 6 MB...).
+pub fn app(state: AppState) -> Router {
+    api::routes()
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), host_routed_urls))
+        .layer(middleware::from_fn(lambda_shaped_rejections))
+        .layer(middleware::from_fn(request_id))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then finishes in-flight
+/// requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

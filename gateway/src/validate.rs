@@ -1,0 +1,227 @@
+//! Lambda's parameter validation, with its wording, for the fields functions carry.
+
+use std::collections::BTreeMap;
+
+use crate::error::ApiError;
+
+pub const MIN_MEMORY: u32 = 128;
+pub const MAX_MEMORY: u32 = 10_240;
+pub const MAX_TIMEOUT: u32 = 900;
+pub const MAX_ENV_BYTES: usize = 4096;
+pub const MAX_TAGS: usize = 50;
+
+/// Variables Lambda sets itself; functions may not override them.
+const RESERVED_VARIABLES: &[&str] = &[
+    "_HANDLER",
+    "_X_AMZN_TRACE_ID",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_INITIALIZATION_TYPE",
+    "AWS_LAMBDA_LOG_GROUP_NAME",
+    "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_ACCESS_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_LAMBDA_RUNTIME_API",
+    "LAMBDA_TASK_ROOT",
+    "LAMBDA_RUNTIME_DIR",
+];
+
+fn constraint(value: impl std::fmt::Display, field: &str, what: &str) -> ApiError {
+    ApiError::Validation(format!(
+        "1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: {what}"
+    ))
+}
+
+pub fn memory(mb: u32) -> Result<u32, ApiError> {
+    if mb < MIN_MEMORY {
+        return Err(constraint(
+            mb,
+            "memorySize",
+            "Member must have value greater than or equal to 128",
+        ));
+    }
+    if mb > MAX_MEMORY {
+        return Err(constraint(
+            mb,
+            "memorySize",
+            "Member must have value less than or equal to 10240",
+        ));
+    }
+    Ok(mb)
+}
+
+pub fn timeout(seconds: u32) -> Result<u32, ApiError> {
+    if seconds < 1 {
+        return Err(constraint(
+            seconds,
+            "timeout",
+            "Member must have value greater than or equal to 1",
+        ));
+    }
+    if seconds > MAX_TIMEOUT {
+        return Err(constraint(
+            seconds,
+            "timeout",
+            "Member must have value less than or equal to 900",
+        ));
+    }
+    Ok(seconds)
+}
+
+pub fn ephemeral_storage(mb: u32) -> Result<u32, ApiError> {
+    if !(512..=10_240).contains(&mb) {
+        return Err(constraint(
+            mb,
+            "ephemeralStorage.size",
+            "Member must have value between 512 and 10240",
+        ));
+    }
+    Ok(mb)
+}
+
+pub fn runtime(value: &str) -> Result<protocol::Runtime, ApiError> {
+    protocol::Runtime::parse(value).ok_or_else(|| {
+        ApiError::InvalidParameterValue(format!(
+            "The runtime parameter of {value} is not supported by Lamina. Supported runtimes: {}.",
+            protocol::Runtime::SUPPORTED.join(", ")
+        ))
+    })
+}
+
+pub fn handler(value: &str) -> Result<(), ApiError> {
+    if value.is_empty() || value.len() > 128 || value.chars().any(char::is_whitespace) {
+        return Err(constraint(
+            value,
+            "handler",
+            "Member must satisfy regular expression pattern: [^\\s]+",
+        ));
+    }
+    Ok(())
+}
+
+pub fn description(value: &str) -> Result<(), ApiError> {
+    if value.chars().count() > 256 {
+        return Err(constraint(
+            value,
+            "description",
+            "Member must have length less than or equal to 256",
+        ));
+    }
+    Ok(())
+}
+
+pub fn role(value: &str) -> Result<(), ApiError> {
+    let ok = value.starts_with("arn:") && value.contains(":iam::") && value.contains(":role/");
+    if !ok {
+        return Err(constraint(
+            value,
+            "role",
+            "Member must satisfy regular expression pattern: arn:(aws[a-zA-Z-]*)?:iam::\\d{12}:role/?[a-zA-Z_0-9+=,.@\\-_/]+",
+        ));
+    }
+    Ok(())
+}
+
+fn is_env_name(k: &str) -> bool {
+    let mut chars = k.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+        && k.len() >= 2
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+pub fn environment(vars: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if let Some(bad) = vars.keys().find(|k| !is_env_name(k)) {
+        return Err(constraint(
+            bad,
+            "environment.variables",
+            "Member must satisfy regular expression pattern: [a-zA-Z]([a-zA-Z0-9_])+",
+        ));
+    }
+    let reserved: Vec<&str> = vars
+        .keys()
+        .filter(|k| RESERVED_VARIABLES.contains(&k.as_str()))
+        .map(String::as_str)
+        .collect();
+    if !reserved.is_empty() {
+        return Err(ApiError::InvalidParameterValue(format!(
+            "Lambda was unable to configure your environment variables because the environment variables you have provided contains reserved keys that are currently not supported for modification. Reserved keys used in this request: {}",
+            reserved.join(", ")
+        )));
+    }
+    let measured = serde_json::to_string(vars).unwrap_or_default();
+    if measured.len() > MAX_ENV_BYTES {
+        return Err(ApiError::InvalidParameterValue(format!(
+            "Lambda was unable to configure your environment variables because the environment variables you have provided exceeded the 4KB limit. String measured: {measured}"
+        )));
+    }
+    Ok(())
+}
+
+pub fn tags(tags: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if tags.len() > MAX_TAGS {
+        return Err(ApiError::InvalidParameterValue(
+            "Number of tags exceeds resource tag limit.".into(),
+        ));
+    }
+    Ok(())
+}
+
+pub fn architectures(archs: &[String]) -> Result<Vec<String>, ApiError> {
+    if archs.len() > 1 {
+        return Err(constraint(
+            format!("[{}]", archs.join(", ")),
+            "architectures",
+            "Member must have length less than or equal to 1",
+        ));
+    }
+    match archs.first().map(String::as_str) {
+        None => Ok(vec!["x86_64".into()]),
+        // WebAssembly runs on either; the value is kept for clients that read it back.
+        Some(a @ ("x86_64" | "arm64")) => Ok(vec![a.to_owned()]),
+        Some(other) => Err(constraint(
+            format!("[{other}]"),
+            "architectures",
+            "Member must satisfy constraint: [Member must satisfy enum value set: [x86_64, arm64]]",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_and_wording() {
+        assert!(memory(128).is_ok() && memory(10240).is_ok());
+        assert!(memory(127).unwrap_err().to_string().contains("greater than or equal to 128"));
+        assert!(memory(10241).is_err());
+        assert!(timeout(0).is_err() && timeout(901).is_err() && timeout(900).is_ok());
+        let e = runtime("python3.12").unwrap_err();
+        assert_eq!(e.error_type(), "InvalidParameterValueException");
+        assert!(e.to_string().contains("wasm, onnx"));
+        assert!(role("arn:aws:iam::123456789012:role/r").is_ok());
+        assert!(role("nope").is_err());
+    }
+
+    #[test]
+    fn environment_rules() {
+        let mut vars = BTreeMap::new();
+        vars.insert("GOOD_NAME".to_string(), "x".to_string());
+        assert!(environment(&vars).is_ok());
+        vars.insert("AWS_REGION".into(), "x".into());
+        assert!(environment(&vars).unwrap_err().to_string().contains("AWS_REGION"));
+        let mut big = BTreeMap::new();
+        big.insert("BIG".to_string(), "x".repeat(4096));
+        let e = environment(&big).unwrap_err();
+        assert!(e.to_string().contains("exceeded the 4KB limit"));
+        let mut bad = BTreeMap::new();
+        bad.insert("1X".to_string(), "x".to_string());
+        assert_eq!(environment(&bad).unwrap_err().error_type(), "ValidationException");
+    }
+}

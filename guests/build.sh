@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Builds every guest the host tests run and lays them out flat in target/fixtures/
+# under stable names, so tests need no knowledge of Cargo's output naming.
+# Safe to run repeatedly: unchanged inputs rebuild nothing and rewrite nothing.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")"
+root=$PWD
+# The build directory may live outside the checkout (CI keeps it warm between runs).
+release=${CARGO_TARGET_DIR:-$root/target}/wasm32-wasip2/release
+out=$root/target/fixtures
+
+# Rust handlers and the http fixture are cdylibs, named by Cargo after their crate.
+rust_fixtures=(hello echo counter sleep spin compute memory-hog faults log-flood env-dump http-hello)
+
+# --locked: the fixtures must be the same bytes on every machine that runs the tests.
+cargo build --release --workspace --locked --quiet
+
+# The C fixture: Debian's clang with wasi-libc, which that clang finds on its own
+# (headers and libraries under /usr/{include,lib}/wasm32-wasi). WASI_SYSROOT points
+# it at another wasi-libc.
+c_src=$root/fixtures/c-command/main.c
+c_out=$root/target/c-command/c-command.wasm
+wasm_linker() {
+    local candidate
+    for candidate in wasm-ld-14 wasm-ld; do
+        if command -v "$candidate" >/dev/null; then
+            command -v "$candidate"
+            return
+        fi
+    done
+    # Debian's lld is not always installed, but every Rust toolchain ships wasm-ld
+    # (rust-lld behind a small wrapper) for its own wasm targets.
+    local host
+    host=$(rustc -vV | sed -n 's/^host: //p')
+    candidate=$(rustc --print sysroot)/lib/rustlib/$host/bin/gcc-ld/wasm-ld
+    if [[ -x $candidate ]]; then
+        echo "$candidate"
+        return
+    fi
+    echo "build.sh: no wasm-ld found (install lld or the Rust toolchain)" >&2
+    return 1
+}
+# Rebuilding when this script changes picks up new flags.
+if [[ ! -f $c_out || $c_src -nt $c_out || ${BASH_SOURCE[0]} -nt $c_out ]]; then
+    mkdir -p "$(dirname "$c_out")"
+    sysroot=()
+    if [[ -n ${WASI_SYSROOT:-} ]]; then
+        sysroot=(--sysroot="$WASI_SYSROOT")
+    fi
+    clang --target=wasm32-wasi "${sysroot[@]}" -fuse-ld="$(wasm_linker)" \
+        -O2 -Wall -Wextra -Werror -Wl,--strip-all \
+        -o "$c_out.tmp" "$c_src"
+    mv "$c_out.tmp" "$c_out"
+fi
+
+# Prints the binary format version: components and core modules share the magic
+# bytes and differ in the four that follow (layer 1 vs core version 1).
+wasm_kind() {
+    case $(od -An -tx1 -N8 "$1" | tr -d ' \n') in
+        0061736d0d000100) echo component ;;
+        0061736d01000000) echo core ;;
+        *) echo unknown ;;
+    esac
+}
+
+mkdir -p "$out"
+components=0
+cores=0
+bytes=0
+# Copies only changed artifacts, so their timestamps mean something to whoever caches on them.
+install_fixture() {
+    local name=$1 src=$2 want=$3 kind dst=$out/$1.wasm
+    if [[ ! -f $src ]]; then
+        echo "build.sh: $name: missing $src" >&2
+        exit 1
+    fi
+    kind=$(wasm_kind "$src")
+    if [[ $kind != "$want" ]]; then
+        echo "build.sh: $name: expected a $want, found $kind in $src" >&2
+        exit 1
+    fi
+    if ! cmp -s "$src" "$dst"; then
+        cp "$src" "$dst.tmp"
+        mv "$dst.tmp" "$dst"
+    fi
+    if [[ $kind == component ]]; then
+        components=$((components + 1))
+    else
+        cores=$((cores + 1))
+    fi
+    bytes=$((bytes + $(stat -c %s "$dst")))
+}
+
+for name in "${rust_fixtures[@]}"; do
+    install_fixture "$name" "$release/fixture_${name//-/_}.wasm" component
+done
+install_fixture command "$release/command.wasm" component
+install_fixture c-command "$c_out" core
+
+echo "guests: $((components + cores)) fixtures in ${out#"$root"/} ($components components, $cores core module), $((bytes / 1024)) KiB"

@@ -1,0 +1,134 @@
+//! The command line: one typed configuration, every flag also a `LAMINA_*` variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// A mistake in how lamina was invoked (exit code 64).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+#[derive(Debug, Parser)]
+#[command(name = "lamina", version, about = "Self-hosted AWS Lambda for WebAssembly functions and ML models")]
+pub struct Cli {
+    /// Log format of Lamina's own logs: text or json.
+    #[arg(long, env = "LAMINA_LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run gateway, scheduler and worker in one process.
+    Up(UpArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    /// Address to listen on.
+    #[arg(long, env = "LAMINA_LISTEN", default_value = "127.0.0.1:4599")]
+    pub listen: SocketAddr,
+    /// Where Lamina keeps packages, compiled code, the spool and the embedded database.
+    #[arg(long, env = "LAMINA_DATA_DIR", default_value = ".lamina")]
+    pub data_dir: PathBuf,
+    /// postgres://... to use PostgreSQL; the embedded SQLite file otherwise.
+    #[arg(long, env = "LAMINA_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Region in ARNs and accepted in request signatures.
+    #[arg(long, env = "LAMINA_REGION", default_value = "us-east-1")]
+    pub region: String,
+    /// Base URL clients reach this server at (for function URLs); defaults to the
+    /// listen address.
+    #[arg(long, env = "LAMINA_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Seconds an idle execution environment is kept before it is shut down.
+    #[arg(long, env = "LAMINA_IDLE_TIMEOUT", default_value_t = 600.0)]
+    pub idle_timeout: f64,
+    /// Concurrent executions per account.
+    #[arg(long, env = "LAMINA_ACCOUNT_CONCURRENCY", default_value_t = 1000)]
+    pub account_concurrency: u32,
+    /// Concurrency that reservations must leave to the rest of the account.
+    #[arg(long, env = "LAMINA_MIN_UNRESERVED", default_value_t = 100)]
+    pub min_unreserved: u32,
+    /// New environments per function per burst interval.
+    #[arg(long, env = "LAMINA_BURST_LIMIT", default_value_t = 1000)]
+    pub burst_limit: u32,
+    /// Seconds over which the burst limit refills.
+    #[arg(long, env = "LAMINA_BURST_INTERVAL", default_value_t = 10.0)]
+    pub burst_interval: f64,
+    /// Execution environments this node holds at most.
+    #[arg(long, env = "LAMINA_MAX_ENVIRONMENTS", default_value_t = 1000)]
+    pub max_environments: u32,
+    /// Seconds before the first retry of a failed async event (Lambda: 60); the second
+    /// retry waits twice as long.
+    #[arg(long, env = "LAMINA_RETRY_BASE", default_value_t = 60.0)]
+    pub retry_base: f64,
+    /// Price per million requests, in USD.
+    #[arg(long, env = "LAMINA_PRICE_PER_MILLION_REQUESTS", default_value_t = 0.20)]
+    pub price_per_million_requests: f64,
+    /// Price per GB-second, in USD.
+    #[arg(long, env = "LAMINA_PRICE_PER_GB_SECOND", default_value_t = 0.0000166667)]
+    pub price_per_gb_second: f64,
+    /// The account every request acts for until request signing identifies callers.
+    #[arg(long, env = "LAMINA_DEFAULT_ACCOUNT", default_value = "000000000000")]
+    pub default_account: String,
+}
+
+impl UpArgs {
+    /// Checks the configuration before anything is bound or created.
+    pub fn validate(&self) -> Result<(), UsageError> {
+        let positive = |v: f64, name: &str| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(UsageError(format!("--{name} must be a positive number of seconds")))
+            }
+        };
+        positive(self.idle_timeout, "idle-timeout")?;
+        positive(self.burst_interval, "burst-interval")?;
+        positive(self.retry_base, "retry-base")?;
+        if self.min_unreserved > self.account_concurrency {
+            return Err(UsageError(
+                "--min-unreserved cannot exceed --account-concurrency".into(),
+            ));
+        }
+        if !(self.default_account.len() == 12
+            && self.default_account.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(UsageError("--default-account must be 12 digits".into()));
+        }
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.starts_with("sqlite:"))
+        {
+            return Err(UsageError(
+                "--database-url must start with postgres:// or sqlite:".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LAMINA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Up(args) => {
+            args.validate()?;
+            crate::up::run(args).await
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! The `lamina` command's library side: assembling a node from all of Lamina's crates.
+
+pub mod node;

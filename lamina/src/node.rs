@@ -1,0 +1,220 @@
+//! One Lamina node: store, worker, scheduler, async dispatcher, ledger writer and gateway
+//! wired together. `lamina up` runs one; integration tests start them in-process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use gateway::{AppState, GatewayConfig};
+use protocol::{ExecutionBackend, Price};
+use scheduler::{DispatchConfig, Dispatcher, FunctionKey, Limits, Recorder, Scheduler};
+use store::{Catalog, Db, LedgerConfig, LedgerWriter, Queue, Spool};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use worker::{Worker, WorkerConfig};
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub region: String,
+    pub public_url: String,
+    pub default_account: String,
+    pub limits: Limits,
+    pub dispatch: DispatchConfig,
+    pub price: Price,
+    pub worker: Option<WorkerConfig>,
+}
+
+impl NodeConfig {
+    pub fn new(data_dir: impl Into<PathBuf>, public_url: impl Into<String>) -> Self {
+        NodeConfig {
+            data_dir: data_dir.into(),
+            database_url: None,
+            region: "us-east-1".into(),
+            public_url: public_url.into(),
+            default_account: "000000000000".into(),
+            limits: Limits::default(),
+            dispatch: DispatchConfig::default(),
+            price: Price::default(),
+            worker: None,
+        }
+    }
+}
+
+pub struct Node {
+    pub state: AppState,
+    pub dispatcher: Dispatcher,
+    pub db: Db,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    ledger: JoinHandle<()>,
+}
+
+fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+impl Node {
+    pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating {}", config.data_dir.display()))?;
+        let db = match &config.database_url {
+            Some(url) => Db::connect(url).await,
+            None => Db::open_sqlite(&config.data_dir.join("lamina.db")).await,
+        }
+        .context("opening the database")?;
+
+        // The ledger first: records a previous process spooled but never inserted go in
+        // before anything reads the ledger (the async queue's recovery does).
+        let ledger_config = LedgerConfig::new(config.data_dir.join("ledger"));
+        let spool = Spool::open(&ledger_config).context("opening the ledger spool")?;
+        let mut writer = LedgerWriter::new(spool.clone(), db.clone(), &ledger_config);
+        loop {
+            let drained = writer.drain_once().await.context("replaying the ledger spool")?;
+            if drained.caught_up {
+                break;
+            }
+        }
+        let (stop, stop_rx) = watch::channel(false);
+        let ledger = tokio::spawn(writer.run(stopped(stop_rx.clone()), Duration::from_secs(10)));
+
+        let packages_dir = config.data_dir.join("packages");
+        let catalog = Arc::new(
+            Catalog::load(db.clone(), packages_dir.clone(), config.region.clone())
+                .await
+                .context("loading the catalog")?,
+        );
+        let worker_config = config
+            .worker
+            .clone()
+            .unwrap_or_else(|| WorkerConfig::new(&config.data_dir));
+        let worker = Worker::new(worker_config).context("starting the worker")?;
+        let backend: Arc<dyn ExecutionBackend> = Arc::new(worker);
+        let recorder = Recorder::new(spool.clone(), config.price);
+        let scheduler = Scheduler::new(backend.clone(), config.limits, recorder);
+        let queue = Queue::new(db.clone());
+        let notify = Arc::new(Notify::new());
+
+        restore(&catalog, &scheduler, &backend).await;
+
+        let dispatcher = Dispatcher::new(
+            scheduler.clone(),
+            catalog.clone(),
+            queue.clone(),
+            notify.clone(),
+            config.dispatch.clone(),
+        );
+        dispatcher
+            .recover()
+            .await
+            .context("recovering the async queue")?;
+
+        let state = AppState::new(
+            GatewayConfig {
+                region: config.region.clone(),
+                public_url: config.public_url.clone(),
+                packages_dir,
+                price: config.price,
+                default_account: config.default_account.clone(),
+            },
+            catalog,
+            scheduler.clone(),
+            queue,
+            spool,
+            notify,
+        );
+        let mut tasks = Vec::new();
+        {
+            let d = dispatcher.clone();
+            let rx = stop_rx.clone();
+            tasks.push(tokio::spawn(async move { d.run(stopped(rx)).await }));
+        }
+        {
+            let s = scheduler.clone();
+            let rx = stop_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                s.run_housekeeping(stopped(rx)).await
+            }));
+        }
+        Ok(Node {
+            state,
+            dispatcher,
+            db,
+            stop,
+            tasks,
+            ledger,
+        })
+    }
+
+    pub fn router(&self) -> axum::Router {
+        gateway::app(self.state.clone())
+    }
+
+    /// A future that resolves when the node is asked to stop.
+    pub fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
+        stopped(self.stop.subscribe())
+    }
+
+    /// Stops background work and flushes the ledger.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.state.scheduler.clear_idle();
+        let _ = self.ledger.await;
+        self.db.close().await;
+    }
+
+    /// Serves the node on `listener` until `shutdown` resolves, then stops the node.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        gateway::serve(listener, self.router(), shutdown)
+            .await
+            .context("serving HTTP")?;
+        self.shutdown().await;
+        Ok(())
+    }
+}
+
+/// Brings the scheduler back to the catalog's settings after a restart, and loads each
+/// function's compiled code so the first invoke does not pay for it.
+async fn restore(catalog: &Arc<Catalog>, scheduler: &Scheduler, backend: &Arc<dyn ExecutionBackend>) {
+    for entry in catalog.all_functions() {
+        let key = FunctionKey::new(&entry.account_id, &entry.name);
+        if let Err(e) = scheduler.set_reserved(&key, entry.reserved_concurrency) {
+            tracing::warn!(function = %entry.name, error = ?e, "cannot restore reserved concurrency");
+        }
+        for record in entry.provisioned.values() {
+            if let Some(version) = entry.version_for_read(&record.qualifier) {
+                let spec = catalog.spec(&entry, version);
+                let pool_key = format!(
+                    "{}/{}/{}/{}",
+                    entry.account_id, entry.name, version.version, version.revision_id
+                );
+                let pool = scheduler.pool_for(&pool_key, &key, &spec);
+                scheduler.set_provisioned(pool, record.requested);
+            }
+        }
+        for version in std::iter::once(&entry.latest).chain(entry.versions.values()) {
+            let spec = catalog.spec(&entry, version);
+            if let Err(e) = backend.prepare(&spec.code).await {
+                tracing::warn!(function = %entry.name, version = %version.version, error = %e, "cannot load compiled code");
+            }
+        }
+    }
+}
+
+/// The URL clients reach a node on.
+pub fn public_url(listen: SocketAddr) -> String {
+    format!("http://{listen}")
+}

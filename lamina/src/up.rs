@@ -1,0 +1,85 @@
+//! `lamina up`: one process serving the Lambda API on embedded defaults.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use lamina::node::{Node, NodeConfig, public_url};
+use protocol::Price;
+use scheduler::{DispatchConfig, Limits};
+
+use crate::cli::UpArgs;
+
+fn config(args: &UpArgs, public: String) -> NodeConfig {
+    let mut c = NodeConfig::new(&args.data_dir, public);
+    c.database_url = args.database_url.clone();
+    c.region = args.region.clone();
+    c.default_account = args.default_account.clone();
+    c.limits = Limits {
+        account_concurrency: args.account_concurrency,
+        min_unreserved: args.min_unreserved,
+        idle_timeout: Duration::from_secs_f64(args.idle_timeout),
+        burst_limit: args.burst_limit,
+        burst_interval: Duration::from_secs_f64(args.burst_interval),
+        max_environments: args.max_environments as usize,
+    };
+    c.dispatch = DispatchConfig {
+        retry_base: Duration::from_secs_f64(args.retry_base),
+        ..DispatchConfig::default()
+    };
+    c.price = Price {
+        per_million_requests: args.price_per_million_requests,
+        per_gb_second: args.price_per_gb_second,
+    };
+    c
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let public = args.public_url.clone().unwrap_or_else(|| public_url(addr));
+    let node = Node::start(config(&args, public.clone())).await?;
+    let database = match &args.database_url {
+        Some(_) => "PostgreSQL".to_owned(),
+        None => format!("SQLite at {}", args.data_dir.join("lamina.db").display()),
+    };
+    println!(
+        "Lamina is listening on {public}\n\
+         data: {}   database: {database}   region: {}\n\n\
+         Point AWS clients at it:\n\
+         \x20 boto3:   boto3.client(\"lambda\", endpoint_url=\"{public}\", region_name=\"{}\")\n\
+         \x20 aws-cli: aws --endpoint-url {public} lambda list-functions\n",
+        args.data_dir.display(),
+        args.region,
+        args.region,
+    );
+    let shutdown = async {
+        signal().await;
+        tracing::info!("stopping: draining in-flight invocations");
+    };
+    node.serve(listener, shutdown).await?;
+    tracing::info!("stopped");
+    Ok(())
+}

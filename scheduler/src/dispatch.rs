@@ -1,0 +1,473 @@
+//! Asynchronous invocations: leases due events from the durable queue, runs them under
+//! the same concurrency rules as synchronous ones, retries function errors with backoff,
+//! and delivers results to destinations and dead-letter targets.
+//!
+//! Retry policy, as Lambda's: a function error or timeout is retried up to
+//! `MaximumRetryAttempts` (default 2) times, `retry_base` and then twice that apart
+//! (Lambda: 1 and 2 minutes), always with the same request id. A throttle or platform
+//! failure puts the event back with exponential backoff (1 s up to 5 min) without using
+//! up an attempt. An event older than `MaximumEventAgeInSeconds` (default 6 h) is
+//! discarded. Discarded events go to the on-failure destination and/or the DLQ.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use protocol::names::{FunctionRef, LATEST};
+use protocol::{InvocationInput, InvocationResult, InvocationType, Outcome, Payload};
+use serde_json::{Value, json};
+use store::{AsyncEvent, Catalog, EventInvokeConfig, FunctionEntry, Queue, Settlement};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::core::FunctionKey;
+use crate::pools::{InvokeError, Scheduler};
+use crate::record::InvocationMeta;
+
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    /// Delay before the first retry of a failed event (Lambda: 1 minute); the second
+    /// waits twice as long.
+    pub retry_base: Duration,
+    /// How many async invocations run at once.
+    pub concurrency: usize,
+    /// How often the queue is polled when nothing wakes the dispatcher.
+    pub poll_interval: Duration,
+    pub default_max_age: Duration,
+    pub default_max_retries: u32,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            retry_base: Duration::from_secs(60),
+            concurrency: 64,
+            poll_interval: Duration::from_millis(500),
+            default_max_age: Duration::from_secs(6 * 3600),
+            default_max_retries: 2,
+        }
+    }
+}
+
+/// Why an event left the queue without success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    Success,
+    RetriesExhausted,
+    EventAgeExceeded,
+    ZeroReservedConcurrency,
+}
+
+impl Condition {
+    fn as_str(self) -> &'static str {
+        match self {
+            Condition::Success => "Success",
+            Condition::RetriesExhausted => "RetriesExhausted",
+            Condition::EventAgeExceeded => "EventAgeExceeded",
+            Condition::ZeroReservedConcurrency => "ZeroReservedConcurrency",
+        }
+    }
+}
+
+/// Counters for metrics.
+#[derive(Debug, Default)]
+pub struct DispatchStats {
+    pub delivered_success: std::sync::atomic::AtomicU64,
+    pub delivered_failure: std::sync::atomic::AtomicU64,
+    pub dead_lettered: std::sync::atomic::AtomicU64,
+    pub retries: std::sync::atomic::AtomicU64,
+    pub expired: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    scheduler: Scheduler,
+    catalog: Arc<Catalog>,
+    queue: Queue,
+    notify: Arc<Notify>,
+    owner: String,
+    config: DispatchConfig,
+    /// Throttles seen per event, for backoff; lost on restart, which only resets backoff.
+    throttles: Mutex<HashMap<String, u32>>,
+    stats: DispatchStats,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn iso_now() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+/// The JSON value of a payload, or its text when it is not JSON.
+fn as_json(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+impl Dispatcher {
+    pub fn new(
+        scheduler: Scheduler,
+        catalog: Arc<Catalog>,
+        queue: Queue,
+        notify: Arc<Notify>,
+        config: DispatchConfig,
+    ) -> Self {
+        Dispatcher {
+            inner: Arc::new(Inner {
+                scheduler,
+                catalog,
+                queue,
+                notify,
+                owner: uuid::Uuid::new_v4().to_string(),
+                config,
+                throttles: Mutex::new(HashMap::new()),
+                stats: DispatchStats::default(),
+            }),
+        }
+    }
+
+    pub fn stats(&self) -> &DispatchStats {
+        &self.inner.stats
+    }
+
+    /// Settles events a killed process left running: an attempt the ledger knows ended is
+    /// applied as ended (so it never runs twice to completion); any other goes back to
+    /// the queue. Call after the ledger's spool has been replayed.
+    pub async fn recover(&self) -> Result<usize, store::StoreError> {
+        let orphans = self.inner.queue.orphaned(&self.inner.owner).await?;
+        let n = orphans.len();
+        for event in orphans {
+            let attempt = event.attempts + 1;
+            match self.inner.queue.attempt_outcome(&event.request_id, attempt).await? {
+                Some((outcome, error_type)) => {
+                    let outcome = Outcome::parse(&outcome).unwrap_or(Outcome::FunctionError);
+                    let settlement = self
+                        .after_attempt(&event, outcome, error_type.as_deref(), None, None)
+                        .await;
+                    self.inner.queue.settle(&event.event_id, &settlement).await?;
+                }
+                None => {
+                    let retry = Settlement::Retry {
+                        attempts: event.attempts,
+                        not_before_ms: now_ms(),
+                        last_error: Some("interrupted by a restart".into()),
+                    };
+                    self.inner.queue.settle(&event.event_id, &retry).await?;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Runs until `shutdown` resolves.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+        let permits = Arc::new(Semaphore::new(self.inner.config.concurrency.max(1)));
+        tokio::pin!(shutdown);
+        loop {
+            let free = permits.available_permits() as u32;
+            let leased = if free > 0 {
+                match self.inner.queue.lease_due(&self.inner.owner, free).await {
+                    Ok(events) => events,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the async queue; retrying");
+                        Vec::new()
+                    }
+                }
+            } else {
+                Vec::new()
+            };
+            let got = leased.len();
+            for event in leased {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let this = self.clone();
+                tokio::spawn(async move {
+                    this.process(event).await;
+                    drop(permit);
+                    this.inner.notify.notify_one();
+                });
+            }
+            if got > 0 && permits.available_permits() > 0 {
+                continue;
+            }
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = self.inner.notify.notified() => {}
+                _ = tokio::time::sleep(self.inner.config.poll_interval) => {}
+            }
+        }
+    }
+
+    fn event_config(&self, entry: &FunctionEntry, qualifier: &str) -> EventInvokeConfig {
+        entry
+            .event_configs
+            .get(qualifier)
+            .map(|r| r.config.clone())
+            .unwrap_or_default()
+    }
+
+    fn max_retries(&self, config: &EventInvokeConfig) -> u32 {
+        config
+            .maximum_retry_attempts
+            .unwrap_or(self.inner.config.default_max_retries)
+    }
+
+    async fn process(&self, event: AsyncEvent) {
+        let settlement = self.attempt(&event).await;
+        if let Err(e) = self.inner.queue.settle(&event.event_id, &settlement).await {
+            // The lease stays; the next start's recovery settles it from the ledger.
+            tracing::error!(event_id = %event.event_id, error = %e, "cannot settle an async event");
+        }
+    }
+
+    async fn attempt(&self, event: &AsyncEvent) -> Settlement {
+        let Some(entry) = self.inner.catalog.function(&event.account_id, &event.function_name)
+        else {
+            // The function was deleted: nothing to run, nobody to notify.
+            return Settlement::Done { follow_up: None };
+        };
+        let config = self.event_config(&entry, &event.qualifier);
+        let max_age = config
+            .maximum_event_age_in_seconds
+            .map_or(self.inner.config.default_max_age, |s| Duration::from_secs(s.into()));
+        if now_ms() - event.received_at_ms > max_age.as_millis() as i64 {
+            self.inner
+                .stats
+                .expired
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return self.discard(&entry, event, Condition::EventAgeExceeded, None, None);
+        }
+        if entry.reserved_concurrency == Some(0) {
+            return self.discard(&entry, event, Condition::ZeroReservedConcurrency, None, None);
+        }
+        let Some(version) = entry
+            .version_for_invoke(&event.qualifier, rand::random())
+            .cloned()
+        else {
+            return Settlement::Done { follow_up: None };
+        };
+        let spec = self.inner.catalog.spec(&entry, &version);
+        let function = FunctionKey::new(&entry.account_id, &entry.name);
+        let key = format!(
+            "{}/{}/{}/{}",
+            entry.account_id, entry.name, version.version, version.revision_id
+        );
+        let pool = self.inner.scheduler.pool_for(&key, &function, &spec);
+        let arns = protocol::names::ArnBuilder::new(self.inner.catalog.region());
+        let invoked_arn = if event.qualifier == LATEST {
+            arns.function(&entry.account_id, &entry.name)
+        } else {
+            arns.qualified(&entry.account_id, &entry.name, &event.qualifier)
+        };
+        let input = InvocationInput {
+            request_id: event.request_id.clone(),
+            payload: Payload::Event(Bytes::from(event.payload.clone())),
+            invoked_arn,
+            client_context: None,
+        };
+        let meta = InvocationMeta {
+            account_id: entry.account_id.clone(),
+            caller_account_id: event.caller_account_id.clone(),
+            function_name: entry.name.clone(),
+            invocation_type: InvocationType::Event,
+            received_at: SystemTime::UNIX_EPOCH
+                + Duration::from_millis(event.received_at_ms.max(0) as u64),
+            request_bytes: event.payload.len() as u64,
+            attempt: event.attempts + 1,
+        };
+        match self.inner.scheduler.invoke(pool, input, meta).await {
+            Ok(result) if result.outcome == Outcome::PlatformError => self.back_off(event),
+            Ok(result) => {
+                let error_type = result.error.as_ref().map(|e| e.error_type.clone());
+                self.after_attempt(
+                    event,
+                    result.outcome,
+                    error_type.as_deref(),
+                    Some(&result),
+                    Some(&entry),
+                )
+                .await
+            }
+            Err(InvokeError::Gone) => Settlement::Done { follow_up: None },
+            Err(_) => self.back_off(event),
+        }
+    }
+
+    /// A throttle or platform failure: try again later without using an attempt.
+    fn back_off(&self, event: &AsyncEvent) -> Settlement {
+        let mut throttles = self
+            .inner
+            .throttles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let n = throttles.entry(event.event_id.clone()).or_insert(0);
+        *n += 1;
+        let delay = Duration::from_secs(1u64 << (*n - 1).min(8)).min(Duration::from_secs(300));
+        Settlement::Retry {
+            attempts: event.attempts,
+            not_before_ms: now_ms() + delay.as_millis() as i64,
+            last_error: Some("throttled".into()),
+        }
+    }
+
+    /// Decides what follows an attempt that ran to an end.
+    async fn after_attempt(
+        &self,
+        event: &AsyncEvent,
+        outcome: Outcome,
+        error_type: Option<&str>,
+        result: Option<&InvocationResult>,
+        entry: Option<&FunctionEntry>,
+    ) -> Settlement {
+        self.inner
+            .throttles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&event.event_id);
+        let entry = match entry {
+            Some(e) => Arc::new(e.clone()),
+            None => match self
+                .inner
+                .catalog
+                .function(&event.account_id, &event.function_name)
+            {
+                Some(e) => e,
+                None => return Settlement::Done { follow_up: None },
+            },
+        };
+        let attempts = event.attempts + 1;
+        if outcome == Outcome::Success {
+            let config = self.event_config(&entry, &event.qualifier);
+            self.inner
+                .stats
+                .delivered_success
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let follow_up = config.on_success.as_deref().and_then(|dest| {
+                let record = self.record(&entry, event, Condition::Success, attempts, result);
+                self.destination_event(&entry, dest, record)
+            });
+            return Settlement::Done { follow_up };
+        }
+        let config = self.event_config(&entry, &event.qualifier);
+        if attempts <= self.max_retries(&config) {
+            self.inner
+                .stats
+                .retries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let delay = self.inner.config.retry_base * attempts;
+            return Settlement::Retry {
+                attempts,
+                not_before_ms: now_ms() + delay.as_millis() as i64,
+                last_error: error_type.map(str::to_owned),
+            };
+        }
+        let mut exhausted = event.clone();
+        exhausted.attempts = attempts;
+        self.discard(&entry, &exhausted, Condition::RetriesExhausted, result, error_type)
+    }
+
+    /// Sends a discarded event to its on-failure destination, or else to the DLQ.
+    fn discard(
+        &self,
+        entry: &FunctionEntry,
+        event: &AsyncEvent,
+        condition: Condition,
+        result: Option<&InvocationResult>,
+        error_type: Option<&str>,
+    ) -> Settlement {
+        self.inner
+            .stats
+            .delivered_failure
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let config = self.event_config(entry, &event.qualifier);
+        if let Some(dest) = config.on_failure.as_deref() {
+            let record = self.record(entry, event, condition, event.attempts, result);
+            return Settlement::Done {
+                follow_up: self.destination_event(entry, dest, record),
+            };
+        }
+        let dlq = entry
+            .version_for_read(&event.qualifier)
+            .and_then(|v| v.config.dead_letter_target.clone());
+        if let Some(target) = dlq {
+            self.inner
+                .stats
+                .dead_lettered
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(request_id = %event.request_id, error = error_type.unwrap_or(""), "dead-lettering an async event");
+            // A DLQ receives the original event, as Lambda's does.
+            return Settlement::Done {
+                follow_up: self.destination_event(entry, &target, as_json(&event.payload)),
+            };
+        }
+        Settlement::Done { follow_up: None }
+    }
+
+    /// Lambda's destination record.
+    fn record(
+        &self,
+        entry: &FunctionEntry,
+        event: &AsyncEvent,
+        condition: Condition,
+        attempts: u32,
+        result: Option<&InvocationResult>,
+    ) -> Value {
+        let arns = protocol::names::ArnBuilder::new(self.inner.catalog.region());
+        let executed = result.map_or_else(|| event.qualifier.clone(), |r| r.version.clone());
+        let mut record = json!({
+            "version": "1.0",
+            "timestamp": iso_now(),
+            "requestContext": {
+                "requestId": event.request_id,
+                "functionArn": arns.qualified(&entry.account_id, &entry.name, &event.qualifier),
+                "condition": condition.as_str(),
+                "approximateInvokeCount": attempts,
+            },
+            "requestPayload": as_json(&event.payload),
+        });
+        if let (Some(obj), Some(r)) = (record.as_object_mut(), result) {
+            let mut context = json!({ "statusCode": 200, "executedVersion": executed });
+            if r.outcome != Outcome::Success
+                && let Some(c) = context.as_object_mut()
+            {
+                c.insert("functionError".into(), "Unhandled".into());
+            }
+            obj.insert("responseContext".into(), context);
+            let body = match &r.response {
+                protocol::Response::Event(b) => as_json(b),
+                protocol::Response::Http(h) => as_json(&h.body),
+            };
+            obj.insert("responsePayload".into(), body);
+        }
+        record
+    }
+
+    /// An Event invocation of the destination function carrying `payload`.
+    fn destination_event(&self, entry: &FunctionEntry, arn: &str, payload: Value) -> Option<AsyncEvent> {
+        let target = FunctionRef::parse(arn).ok()?;
+        let account = target
+            .account_id
+            .clone()
+            .unwrap_or_else(|| entry.account_id.clone());
+        Some(AsyncEvent::new(
+            uuid::Uuid::new_v4().to_string(),
+            &account,
+            &entry.account_id,
+            &target.name,
+            target.qualifier.as_deref().unwrap_or(LATEST),
+            payload.to_string().into_bytes(),
+        ))
+    }
+}

@@ -1,0 +1,379 @@
+//! The adapter around the pure core: holds the live environments, creates and destroys
+//! them through the execution backend, and runs the housekeeping timer.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use protocol::{
+    EnvironmentError, ExecutionBackend, ExecutionEnvironment, InitializationType, InvocationInput,
+    InvocationResult, SharedSpec, StartKind,
+};
+
+use crate::record::{InvocationMeta, Recorder};
+use crate::core::{Action, Admission, Core, EnvId, FunctionKey, Limits, PoolCounts, PoolId, ThrottleReason};
+
+/// Why an invocation did not run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvokeError {
+    #[error("throttled: {}", .0.as_str())]
+    Throttled(ThrottleReason),
+    /// The node has no room for another environment.
+    #[error("no capacity for a new execution environment")]
+    NoCapacity,
+    #[error("the function version is no longer available")]
+    Gone,
+    #[error("platform failure: {0}")]
+    Platform(String),
+}
+
+/// Counters the metrics endpoint reads.
+#[derive(Debug, Default)]
+pub struct SchedulerStats {
+    pub cold_starts: AtomicU64,
+    pub warm_starts: AtomicU64,
+    pub throttles_reserved: AtomicU64,
+    pub throttles_account: AtomicU64,
+    pub throttles_rate: AtomicU64,
+    pub environments_created: AtomicU64,
+    pub environments_shut_down: AtomicU64,
+}
+
+#[derive(Default)]
+struct Registry {
+    by_key: HashMap<String, PoolId>,
+    pools: HashMap<PoolId, PoolEntry>,
+    next: u64,
+}
+
+struct PoolEntry {
+    key: String,
+    spec: SharedSpec,
+    init_type: InitializationType,
+}
+
+struct Inner {
+    backend: Arc<dyn ExecutionBackend>,
+    recorder: Recorder,
+    core: Mutex<Core>,
+    idle: Mutex<HashMap<EnvId, Box<dyn ExecutionEnvironment>>>,
+    registry: Mutex<Registry>,
+    stats: SchedulerStats,
+}
+
+/// Lambda's execution semantics over an execution backend. Cheap to clone.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Scheduler {
+    pub fn new(backend: Arc<dyn ExecutionBackend>, limits: Limits, recorder: Recorder) -> Self {
+        Scheduler {
+            inner: Arc::new(Inner {
+                backend,
+                recorder,
+                core: Mutex::new(Core::new(limits)),
+                idle: Mutex::new(HashMap::new()),
+                registry: Mutex::new(Registry::default()),
+                stats: SchedulerStats::default(),
+            }),
+        }
+    }
+
+    pub fn backend(&self) -> &Arc<dyn ExecutionBackend> {
+        &self.inner.backend
+    }
+
+    pub fn stats(&self) -> &SchedulerStats {
+        &self.inner.stats
+    }
+
+    pub fn limits(&self) -> Limits {
+        *lock(&self.inner.core).limits()
+    }
+
+    /// The pool serving `spec`, registered on first use. `key` identifies one immutable
+    /// spec (function version and revision); a new revision gets a new pool.
+    pub fn pool_for(&self, key: &str, function: &FunctionKey, spec: &SharedSpec) -> PoolId {
+        let mut reg = lock(&self.inner.registry);
+        if let Some(id) = reg.by_key.get(key) {
+            return *id;
+        }
+        reg.next += 1;
+        let id = PoolId(reg.next);
+        reg.by_key.insert(key.to_owned(), id);
+        let init_type = if spec.snap_start && spec.version != protocol::names::LATEST {
+            InitializationType::SnapStart
+        } else {
+            InitializationType::OnDemand
+        };
+        reg.pools.insert(
+            id,
+            PoolEntry {
+                key: key.to_owned(),
+                spec: spec.clone(),
+                init_type,
+            },
+        );
+        drop(reg);
+        lock(&self.inner.core).add_pool(id, function.clone());
+        id
+    }
+
+    fn spec_of(&self, pool: PoolId) -> Option<(SharedSpec, InitializationType)> {
+        lock(&self.inner.registry)
+            .pools
+            .get(&pool)
+            .map(|p| (p.spec.clone(), p.init_type))
+    }
+
+    pub fn recorder(&self) -> &Recorder {
+        &self.inner.recorder
+    }
+
+    /// Runs one invocation with Lambda's semantics and records it in the ledger before
+    /// returning. The invocation runs in its own task, so it completes (and is billed)
+    /// even if the caller goes away.
+    pub async fn invoke(
+        &self,
+        pool: PoolId,
+        input: InvocationInput,
+        meta: InvocationMeta,
+    ) -> Result<InvocationResult, InvokeError> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let result = this.run(pool, input).await?;
+            this.inner
+                .recorder
+                .record(&meta, &result)
+                .map_err(|e| InvokeError::Platform(format!("recording the invocation: {e}")))?;
+            Ok(result)
+        })
+        .await
+        .map_err(|e| InvokeError::Platform(format!("invocation task failed: {e}")))?
+    }
+
+    async fn run(
+        &self,
+        pool: PoolId,
+        input: InvocationInput,
+    ) -> Result<InvocationResult, InvokeError> {
+        let admission = lock(&self.inner.core).admit(pool, Instant::now());
+        let stats = &self.inner.stats;
+        let (env_id, mut env) = match admission {
+            None => return Err(InvokeError::Gone),
+            Some(Admission::Throttled(reason)) => {
+                let counter = match reason {
+                    ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded => {
+                        &stats.throttles_reserved
+                    }
+                    ThrottleReason::ConcurrentInvocationLimitExceeded => &stats.throttles_account,
+                    ThrottleReason::FunctionInvocationRateLimitExceeded => &stats.throttles_rate,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                return Err(InvokeError::Throttled(reason));
+            }
+            Some(Admission::Warm(env_id)) => match lock(&self.inner.idle).remove(&env_id) {
+                Some(env) => (env_id, env),
+                None => {
+                    // The core and the idle map disagree: never expected; heal by forgetting.
+                    lock(&self.inner.core).finish(env_id, false, Instant::now());
+                    return Err(InvokeError::Platform("lost an idle environment".into()));
+                }
+            },
+            Some(Admission::Cold { env: env_id, evict }) => {
+                if let Some(victim) = evict {
+                    self.shut_down(victim);
+                }
+                let Some((spec, init_type)) = self.spec_of(pool) else {
+                    lock(&self.inner.core).env_started(env_id, false, Instant::now());
+                    return Err(InvokeError::Gone);
+                };
+                match self.inner.backend.create_environment(spec, init_type).await {
+                    Ok(env) => {
+                        stats.environments_created.fetch_add(1, Ordering::Relaxed);
+                        lock(&self.inner.core).env_started(env_id, true, Instant::now());
+                        (env_id, env)
+                    }
+                    Err(e) => {
+                        lock(&self.inner.core).env_started(env_id, false, Instant::now());
+                        return Err(match e {
+                            EnvironmentError::Exhausted => InvokeError::NoCapacity,
+                            other => InvokeError::Platform(other.to_string()),
+                        });
+                    }
+                }
+            }
+        };
+        let result = env.invoke(input).await;
+        match result.start {
+            StartKind::Warm => stats.warm_starts.fetch_add(1, Ordering::Relaxed),
+            _ => stats.cold_starts.fetch_add(1, Ordering::Relaxed),
+        };
+        let keep = result.environment_reusable;
+        let action = lock(&self.inner.core).finish(env_id, keep, Instant::now());
+        match action {
+            Some(Action::Shutdown(_)) => {
+                stats.environments_shut_down.fetch_add(1, Ordering::Relaxed);
+                drop(env);
+            }
+            _ => {
+                lock(&self.inner.idle).insert(env_id, env);
+            }
+        }
+        Ok(result)
+    }
+
+    fn shut_down(&self, env: EnvId) {
+        if lock(&self.inner.idle).remove(&env).is_some() {
+            self.inner
+                .stats
+                .environments_shut_down
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn apply(&self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Shutdown(env) => self.shut_down(env),
+                Action::Provision { pool, env } => self.provision(pool, env),
+            }
+        }
+    }
+
+    fn provision(&self, pool: PoolId, env_id: EnvId) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let created = match this.spec_of(pool) {
+                Some((spec, _)) => this
+                    .inner
+                    .backend
+                    .create_environment(spec, InitializationType::ProvisionedConcurrency)
+                    .await
+                    .ok()
+                    .filter(|env| env.init_error().is_none()),
+                None => None,
+            };
+            let ok = created.is_some();
+            if let Some(env) = created {
+                this.inner
+                    .stats
+                    .environments_created
+                    .fetch_add(1, Ordering::Relaxed);
+                lock(&this.inner.idle).insert(env_id, env);
+            }
+            lock(&this.inner.core).env_started(env_id, ok, Instant::now());
+        });
+    }
+
+    /// Housekeeping: scale idle environments to zero and keep provisioned pools full.
+    pub fn tick(&self) {
+        let actions = lock(&self.inner.core).tick(Instant::now());
+        self.apply(actions);
+    }
+
+    /// Runs [`Scheduler::tick`] periodically until `shutdown` resolves.
+    pub async fn run_housekeeping(&self, shutdown: impl Future<Output = ()>) {
+        let idle = self.limits().idle_timeout;
+        let period = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = interval.tick() => self.tick(),
+            }
+        }
+    }
+
+    /// The spec behind `key` changed or was deleted: its environments go away.
+    pub fn retire(&self, key: &str) {
+        let pool = {
+            let mut reg = lock(&self.inner.registry);
+            let Some(id) = reg.by_key.remove(key) else {
+                return;
+            };
+            reg.pools.remove(&id);
+            id
+        };
+        let actions = lock(&self.inner.core).retire_pool(pool);
+        self.apply(actions);
+    }
+
+    pub fn set_reserved(
+        &self,
+        function: &FunctionKey,
+        reserved: Option<u32>,
+    ) -> Result<(), crate::core::ReserveError> {
+        lock(&self.inner.core).set_reserved(function, reserved)
+    }
+
+    pub fn unreserved(&self, account_id: &str) -> u32 {
+        lock(&self.inner.core).unreserved(account_id)
+    }
+
+    pub fn set_provisioned(&self, pool: PoolId, target: u32) {
+        let actions = lock(&self.inner.core).set_provisioned(pool, target);
+        self.apply(actions);
+    }
+
+    pub fn provisioned_ready(&self, pool: PoolId) -> u32 {
+        lock(&self.inner.core).provisioned_ready(pool)
+    }
+
+    pub fn forget_function(&self, function: &FunctionKey) {
+        lock(&self.inner.core).forget_function(function);
+    }
+
+    /// Environments per pool and state, for operators and metrics.
+    pub fn snapshot(&self) -> Vec<PoolSnapshot> {
+        let core = lock(&self.inner.core);
+        let reg = lock(&self.inner.registry);
+        core.pools()
+            .map(|(id, function)| PoolSnapshot {
+                key: reg.pools.get(&id).map(|p| p.key.clone()).unwrap_or_default(),
+                function: function.clone(),
+                counts: core.pool_counts(id),
+                in_flight_function: core.in_flight(function),
+            })
+            .collect()
+    }
+
+    pub fn environments(&self) -> usize {
+        lock(&self.inner.core).environments()
+    }
+
+    /// Shuts every idle environment down (used at shutdown and by tests).
+    pub fn clear_idle(&self) {
+        let envs: Vec<EnvId> = lock(&self.inner.idle).keys().copied().collect();
+        let mut core = lock(&self.inner.core);
+        let removed: Vec<EnvId> = envs.into_iter().filter(|e| core.remove_idle(*e)).collect();
+        drop(core);
+        for env in removed {
+            self.shut_down(env);
+        }
+    }
+}
+
+/// One pool as operators see it.
+#[derive(Debug, Clone)]
+pub struct PoolSnapshot {
+    pub key: String,
+    pub function: FunctionKey,
+    pub counts: PoolCounts,
+    pub in_flight_function: u32,
+}

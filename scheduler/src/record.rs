@@ -1,0 +1,103 @@
+//! Turns invocation results into ledger and log records and puts them in the spool before
+//! anyone sees the result.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use protocol::{InvocationResult, InvocationType, LedgerRecord, Outcome, Price};
+use store::{LogRecord, Spool, SpoolEntry};
+
+/// Who and what an invocation was for; completes the worker's result into a ledger row.
+#[derive(Debug, Clone)]
+pub struct InvocationMeta {
+    /// The account that owns (and pays for) the function.
+    pub account_id: String,
+    /// The account that invoked it.
+    pub caller_account_id: String,
+    pub function_name: String,
+    pub invocation_type: InvocationType,
+    pub received_at: SystemTime,
+    pub request_bytes: u64,
+    /// 1 for a first attempt; async retries count up with the same request id.
+    pub attempt: u32,
+}
+
+pub fn micros(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    spool: Spool,
+    price: Price,
+}
+
+impl Recorder {
+    pub fn new(spool: Spool, price: Price) -> Self {
+        Recorder { spool, price }
+    }
+
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    pub fn ledger_record(&self, meta: &InvocationMeta, result: &InvocationResult) -> LedgerRecord {
+        let billed_ms = result.billed_ms();
+        // The platform's own failures are not billed.
+        let (billed_ms, gb_seconds, cost) = if result.outcome == Outcome::PlatformError {
+            (0, 0.0, 0.0)
+        } else {
+            let gbs = protocol::billing::gb_seconds(billed_ms, result.memory_mb);
+            (billed_ms, gbs, self.price.cost(gbs))
+        };
+        LedgerRecord {
+            request_id: result.request_id.clone(),
+            attempt: meta.attempt,
+            account_id: meta.account_id.clone(),
+            caller_account_id: meta.caller_account_id.clone(),
+            function_name: meta.function_name.clone(),
+            executed_version: result.version.clone(),
+            invocation_type: meta.invocation_type.as_str().to_owned(),
+            received_at_us: micros(meta.received_at),
+            started_at_us: micros(result.started_at),
+            ended_at_us: micros(result.ended_at),
+            init_ms: result
+                .init_duration
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+            duration_ms: result.duration.as_secs_f64() * 1000.0,
+            billed_ms,
+            memory_size_mb: result.memory_mb,
+            max_memory_used_mb: result.max_memory_used_mb,
+            gb_seconds,
+            outcome: result.outcome.as_str().to_owned(),
+            error_type: result.error.as_ref().map(|e| e.error_type.clone()),
+            start_kind: result.start.as_str().to_owned(),
+            request_bytes: meta.request_bytes,
+            response_bytes: result.response.len() as u64,
+            cost_usd: cost,
+        }
+    }
+
+    /// Spools the invocation's ledger row and log; when this returns, both survive a
+    /// crash of the process.
+    pub fn record(
+        &self,
+        meta: &InvocationMeta,
+        result: &InvocationResult,
+    ) -> std::io::Result<LedgerRecord> {
+        let ledger = self.ledger_record(meta, result);
+        let log = LogRecord {
+            request_id: result.request_id.clone(),
+            attempt: meta.attempt,
+            account_id: meta.account_id.clone(),
+            function_name: meta.function_name.clone(),
+            version: result.version.clone(),
+            logged_at_us: micros(result.ended_at),
+            log_text: result.log.clone(),
+        };
+        self.spool
+            .append(&[SpoolEntry::Invocation(ledger.clone()), SpoolEntry::Log(log)])?;
+        Ok(ledger)
+    }
+}

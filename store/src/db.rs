@@ -1,0 +1,130 @@
+//! The database connection: PostgreSQL in production, an embedded SQLite file by default.
+//! One schema and one set of queries serve both, through sqlx's `Any` driver.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+/// Why the store failed. Callers branch on `Unavailable` (retry later) versus the rest.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported database URL {0:?}: use postgres://... or sqlite://...")]
+    UnsupportedUrl(String),
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Query(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("io error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+            other => StoreError::Query(other.to_string()),
+        }
+    }
+}
+
+/// Which database a [`Db`] talks to; the few statements that differ switch on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A connection pool with migrations applied.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+impl Db {
+    /// Connects to `url` and applies pending migrations.
+    pub async fn connect(url: &str) -> Result<Db, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        };
+        let options =
+            AnyConnectOptions::from_str(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let pool = match backend {
+            Backend::Postgres => AnyPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(options)
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+            Backend::Sqlite => AnyPoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(Duration::from_secs(10))
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        // WAL lets readers run beside the single writer; NORMAL sync is
+                        // durable against process crashes, which is what the ledger's spool
+                        // needs from the database side.
+                        conn.execute(
+                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
+                             PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;",
+                        )
+                        .await?;
+                        Ok(())
+                    })
+                })
+                .connect_with(options)
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+        };
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        Ok(Db { pool, backend })
+    }
+
+    /// Opens (creating if needed) the embedded SQLite database at `path`.
+    pub async fn open_sqlite(path: &Path) -> Result<Db, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        Self::connect(&format!("sqlite://{}?mode=rwc", path.display())).await
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

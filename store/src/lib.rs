@@ -1,0 +1,18 @@
+//! Lamina's persistence, and the only crate that holds SQL.
+//!
+//! - [`db`]: the connection (PostgreSQL or embedded SQLite) and migrations.
+//! - [`catalog`]: functions, versions, aliases and their settings, mirrored in memory.
+//! - [`ledger`]: the billing ledger and its crash-proof spool.
+//! - [`queue`]: the durable queue of asynchronous invocations.
+
+pub mod catalog;
+pub mod db;
+pub mod ledger;
+pub mod queue;
+pub mod records;
+
+pub use catalog::{Catalog, CatalogError};
+pub use db::{Backend, Db, StoreError};
+pub use ledger::{LedgerConfig, LedgerStats, LedgerWriter, LogRecord, Spool, SpoolEntry};
+pub use queue::{AsyncEvent, Queue, Settlement};
+pub use records::*;

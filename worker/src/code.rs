@@ -1,0 +1,301 @@
+//! The code cache: each guest binary is compiled once, keyed by its SHA-256, persisted
+//! as a precompiled artifact and kept in memory as an `InstancePre`, so creating an
+//! environment never compiles.
+
+use std::collections::HashMap;
+use std::path::{Component as PathComponent, Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use protocol::{CodePackage, GuestKind, PrepareError};
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker as ComponentLinker};
+use wasmtime::{Engine, InstancePre, Linker, Module};
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use crate::bindings::FunctionPre;
+use crate::host::{CoreState, HostState};
+
+/// A guest ready to instantiate.
+pub(crate) enum Compiled {
+    Handler(FunctionPre<HostState>),
+    Http(ProxyPre<HostState>),
+    Command(CommandPre<HostState>),
+    CoreCommand(InstancePre<CoreState>),
+}
+
+pub(crate) struct Prepared {
+    pub(crate) kind: GuestKind,
+    pub(crate) compiled: Compiled,
+    pub(crate) artifact_bytes: u64,
+}
+
+type PackageKey = (String, String);
+
+pub(crate) struct CodeCache {
+    engine: Engine,
+    component_linker: ComponentLinker<HostState>,
+    core_linker: Linker<CoreState>,
+    artifact_dir: PathBuf,
+    max_code_bytes: u64,
+    by_wasm_digest: Mutex<HashMap<String, Arc<Prepared>>>,
+    by_package: Mutex<HashMap<PackageKey, Arc<Prepared>>>,
+}
+
+const COMPONENT_LAYER: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
+const MODULE_VERSION: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
+
+/// Rejects handler paths that could leave the package.
+pub(crate) fn handler_path(root: &Path, handler: &str) -> Result<PathBuf, PrepareError> {
+    let rel = Path::new(handler);
+    let safe = !handler.is_empty()
+        && rel
+            .components()
+            .all(|c| matches!(c, PathComponent::Normal(_) | PathComponent::CurDir));
+    if !safe {
+        return Err(PrepareError::InvalidCode(format!(
+            "Handler '{handler}' must be a relative path inside the deployment package."
+        )));
+    }
+    Ok(root.join(rel))
+}
+
+impl CodeCache {
+    pub(crate) fn new(
+        engine: Engine,
+        component_linker: ComponentLinker<HostState>,
+        core_linker: Linker<CoreState>,
+        artifact_dir: PathBuf,
+        max_code_bytes: u64,
+    ) -> Self {
+        CodeCache {
+            engine,
+            component_linker,
+            core_linker,
+            artifact_dir,
+            max_code_bytes,
+            by_wasm_digest: Mutex::new(HashMap::new()),
+            by_package: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn lookup(&self, code: &CodePackage) -> Option<Arc<Prepared>> {
+        self.by_package
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(code.digest.clone(), code.handler.clone()))
+            .cloned()
+    }
+
+    /// Validates, compiles (or loads the artifact of) and pre-instantiates a package's
+    /// handler. Idempotent and cheap for code already prepared.
+    pub(crate) async fn prepare(&self, code: &CodePackage) -> Result<Arc<Prepared>, PrepareError> {
+        if let Some(p) = self.lookup(code) {
+            return Ok(p);
+        }
+        let path = handler_path(&code.root, &code.handler)?;
+        let bytes = read_handler(&path, &code.handler, self.max_code_bytes).await?;
+        let wasm_digest = hex::encode(Sha256::digest(&bytes));
+        let cached = self
+            .by_wasm_digest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&wasm_digest)
+            .cloned();
+        let prepared = match cached {
+            Some(p) => p,
+            None => {
+                let p = Arc::new(self.compile(bytes, &wasm_digest).await?);
+                self.by_wasm_digest
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(wasm_digest, p.clone());
+                p
+            }
+        };
+        self.by_package
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((code.digest.clone(), code.handler.clone()), prepared.clone());
+        Ok(prepared)
+    }
+
+    async fn compile(&self, bytes: Vec<u8>, wasm_digest: &str) -> Result<Prepared, PrepareError> {
+        let is_component = match bytes.get(0..8) {
+            Some(h) if &h[0..4] == b"\0asm" && h[4..8] == COMPONENT_LAYER => true,
+            Some(h) if &h[0..4] == b"\0asm" && h[4..8] == MODULE_VERSION => false,
+            _ => {
+                return Err(PrepareError::InvalidCode(
+                    "The handler is not a WebAssembly binary (missing \\0asm header).".into(),
+                ));
+            }
+        };
+        let artifact = self.artifact_dir.join(format!("{wasm_digest}.cwasm"));
+        let engine = self.engine.clone();
+        let artifact_for_task = artifact.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            load_or_compile(&engine, &bytes, &artifact_for_task, is_component)
+        })
+        .await
+        .map_err(|e| PrepareError::Platform(format!("compile task failed: {e}")))??;
+        let artifact_bytes = std::fs::metadata(&artifact).map(|m| m.len()).unwrap_or(0);
+        let (kind, compiled) = match loaded {
+            Loaded::Component(c) => self.pre_component(&c)?,
+            Loaded::Module(m) => self.pre_module(&m)?,
+        };
+        Ok(Prepared {
+            kind,
+            compiled,
+            artifact_bytes,
+        })
+    }
+
+    fn pre_component(&self, component: &Component) -> Result<(GuestKind, Compiled), PrepareError> {
+        let ty = component.component_type();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let has = |prefix: &str| exports.iter().any(|e| e.starts_with(prefix));
+        let pre = self
+            .component_linker
+            .instantiate_pre(component)
+            .map_err(|e| link_error(&e))?;
+        let bad_exports = |e: wasmtime::Error| {
+            PrepareError::InvalidCode(format!("The component's exports do not match: {e:#}"))
+        };
+        if has("lamina:function/handler") {
+            let pre = FunctionPre::new(pre).map_err(bad_exports)?;
+            Ok((GuestKind::Handler, Compiled::Handler(pre)))
+        } else if has("wasi:http/incoming-handler") {
+            let pre = ProxyPre::new(pre).map_err(bad_exports)?;
+            Ok((GuestKind::Http, Compiled::Http(pre)))
+        } else if has("wasi:cli/run") {
+            let pre = CommandPre::new(pre).map_err(bad_exports)?;
+            Ok((GuestKind::Command, Compiled::Command(pre)))
+        } else {
+            Err(PrepareError::InvalidCode(format!(
+                "The component exports none of lamina:function/handler, wasi:http/incoming-handler or wasi:cli/run (it exports: {}).",
+                if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") }
+            )))
+        }
+    }
+
+    fn pre_module(&self, module: &Module) -> Result<(GuestKind, Compiled), PrepareError> {
+        if module.get_export("_start").is_none() {
+            return Err(PrepareError::InvalidCode(
+                "A core WebAssembly module must be a WASI command exporting _start.".into(),
+            ));
+        }
+        let pre = self
+            .core_linker
+            .instantiate_pre(module)
+            .map_err(|e| link_error(&e))?;
+        Ok((GuestKind::Command, Compiled::CoreCommand(pre)))
+    }
+}
+
+fn link_error(e: &wasmtime::Error) -> PrepareError {
+    PrepareError::InvalidCode(format!(
+        "The WebAssembly binary imports something Lamina does not provide: {e:#}"
+    ))
+}
+
+async fn read_handler(path: &Path, handler: &str, max: u64) -> Result<Vec<u8>, PrepareError> {
+    let meta = tokio::fs::symlink_metadata(path).await.map_err(|_| {
+        PrepareError::InvalidCode(format!(
+            "The handler file '{handler}' was not found in the deployment package."
+        ))
+    })?;
+    if !meta.is_file() {
+        return Err(PrepareError::InvalidCode(format!(
+            "The handler '{handler}' is not a regular file."
+        )));
+    }
+    if meta.len() > max {
+        return Err(PrepareError::InvalidCode(format!(
+            "The handler '{handler}' is larger than {max} bytes."
+        )));
+    }
+    tokio::fs::read(path)
+        .await
+        .map_err(|e| PrepareError::Platform(format!("reading {}: {e}", path.display())))
+}
+
+enum Loaded {
+    Component(Component),
+    Module(Module),
+}
+
+/// Loads the artifact if a compatible one exists, otherwise compiles and persists it.
+fn load_or_compile(
+    engine: &Engine,
+    bytes: &[u8],
+    artifact: &Path,
+    is_component: bool,
+) -> Result<Loaded, PrepareError> {
+    if artifact.exists() {
+        match deserialize(engine, artifact, is_component) {
+            Ok(loaded) => return Ok(loaded),
+            Err(e) => {
+                tracing::warn!(artifact = %artifact.display(), error = %e, "discarding unusable precompiled artifact");
+            }
+        }
+    }
+    let invalid = |e: wasmtime::Error| {
+        PrepareError::InvalidCode(format!("The WebAssembly binary is invalid: {e:#}"))
+    };
+    let (loaded, serialized) = if is_component {
+        let c = Component::new(engine, bytes).map_err(invalid)?;
+        let s = c.serialize();
+        (Loaded::Component(c), s)
+    } else {
+        let m = Module::new(engine, bytes).map_err(invalid)?;
+        let s = m.serialize();
+        (Loaded::Module(m), s)
+    };
+    let serialized = serialized.map_err(|e| PrepareError::Platform(format!("serialize: {e:#}")))?;
+    persist(artifact, &serialized)
+        .map_err(|e| PrepareError::Platform(format!("writing {}: {e}", artifact.display())))?;
+    Ok(loaded)
+}
+
+fn persist(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // Write then rename, so a crash never leaves a truncated artifact under the real name.
+    let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[allow(unsafe_code)]
+fn deserialize(engine: &Engine, artifact: &Path, is_component: bool) -> wasmtime::Result<Loaded> {
+    // SAFETY: the artifact was produced by `serialize` of this engine configuration (its
+    // folder is named by the engine's compatibility hash) and lives in Lamina's own data
+    // directory, which guests and clients cannot write. wasmtime still checks the header
+    // and engine compatibility before mapping it.
+    unsafe {
+        if is_component {
+            Component::deserialize_file(engine, artifact).map(Loaded::Component)
+        } else {
+            Module::deserialize_file(engine, artifact).map(Loaded::Module)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handler_paths_stay_inside_the_package() {
+        let root = Path::new("/pkg");
+        assert_eq!(handler_path(root, "a/b.wasm").unwrap(), Path::new("/pkg/a/b.wasm"));
+        assert_eq!(handler_path(root, "./f.wasm").unwrap(), Path::new("/pkg/./f.wasm"));
+        for bad in ["", "../x.wasm", "/etc/passwd", "a/../../x"] {
+            assert!(handler_path(root, bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Worker configuration: where artifacts live and how large the instance pool is.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Sizes of wasmtime's pooling instance allocator. Every slot is reserved up front as
+/// virtual address space, so these bound how many environments one node can hold.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Use the pooling allocator; when false, instances are allocated on demand.
+    pub enabled: bool,
+    pub total_component_instances: u32,
+    pub total_core_instances: u32,
+    pub total_memories: u32,
+    pub total_tables: u32,
+    pub total_stacks: u32,
+    /// Largest linear memory in bytes. Wasm32 cannot address more than 4 GiB; a
+    /// function's MemorySize is enforced per store below this.
+    pub max_memory_size: usize,
+    pub table_elements: usize,
+    /// Bytes of each memory slot kept resident after an instance is dropped. Zero returns
+    /// everything to the OS, which is what scale-to-zero promises.
+    pub linear_memory_keep_resident: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            enabled: true,
+            total_component_instances: 1_100,
+            total_core_instances: 6_000,
+            total_memories: 2_200,
+            total_tables: 6_000,
+            total_stacks: 1_100,
+            max_memory_size: 4 << 30,
+            table_elements: 100_000,
+            linear_memory_keep_resident: 0,
+        }
+    }
+}
+
+/// Everything the worker needs to run.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Precompiled artifacts, keyed by the engine's compatibility hash and the code digest.
+    pub cache_dir: PathBuf,
+    /// Parent of each environment's private `/tmp`.
+    pub scratch_dir: PathBuf,
+    pub pool: PoolConfig,
+    /// How often the epoch advances: the granularity of timeouts and of yielding a
+    /// long-running guest back to the async runtime.
+    pub epoch_tick: Duration,
+    /// Epoch interruption instruments loops; turning it off exists only for measuring
+    /// its cost, since without it an infinite loop cannot be stopped.
+    pub epoch_interruption: bool,
+    /// INIT must finish within this (Lambda: 10 s).
+    pub init_timeout: Duration,
+    /// Guest log bytes kept per invocation; the rest is dropped and counted.
+    pub max_log_bytes: usize,
+    /// Largest table a guest may grow.
+    pub max_table_elements: usize,
+    /// Instances, tables and memories a guest may create in one store.
+    pub max_instances: usize,
+    pub max_tables: usize,
+    pub max_memories: usize,
+    /// Largest guest binary accepted.
+    pub max_code_bytes: u64,
+}
+
+impl WorkerConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
+        WorkerConfig {
+            cache_dir: data_dir.join("compiled"),
+            scratch_dir: data_dir.join("scratch"),
+            pool: PoolConfig::default(),
+            epoch_tick: Duration::from_millis(10),
+            epoch_interruption: true,
+            init_timeout: Duration::from_secs(10),
+            max_log_bytes: 1 << 20,
+            max_table_elements: 100_000,
+            max_instances: 64,
+            max_tables: 64,
+            max_memories: 16,
+            max_code_bytes: 250 << 20,
+        }
+    }
+}

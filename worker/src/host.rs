@@ -1,0 +1,263 @@
+//! Per-store host state: the guest's WASI view of the world, its resource limits and the
+//! deadline the epoch callback enforces.
+
+use std::path::Path;
+use std::time::Instant;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use crate::capture::Capture;
+
+/// Enforces a function's MemorySize across all memories of a store and records the
+/// high-water mark that REPORT prints as Max Memory Used.
+#[derive(Debug)]
+pub(crate) struct GuestLimiter {
+    memory_limit: usize,
+    memory_in_use: usize,
+    memory_peak: usize,
+    /// Set when a growth was refused, so a following trap is reported as out of memory.
+    pub(crate) memory_denied: bool,
+    max_table_elements: usize,
+    max_instances: usize,
+    max_tables: usize,
+    max_memories: usize,
+}
+
+impl GuestLimiter {
+    pub(crate) fn new(memory_limit: usize, limits: &crate::config::WorkerConfig) -> Self {
+        GuestLimiter {
+            memory_limit,
+            memory_in_use: 0,
+            memory_peak: 0,
+            memory_denied: false,
+            max_table_elements: limits.max_table_elements,
+            max_instances: limits.max_instances,
+            max_tables: limits.max_tables,
+            max_memories: limits.max_memories,
+        }
+    }
+
+    pub(crate) fn peak_bytes(&self) -> usize {
+        self.memory_peak
+    }
+}
+
+impl ResourceLimiter for GuestLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let growth = desired.saturating_sub(current);
+        if self.memory_in_use.saturating_add(growth) > self.memory_limit {
+            self.memory_denied = true;
+            return Ok(false);
+        }
+        self.memory_in_use += growth;
+        self.memory_peak = self.memory_peak.max(self.memory_in_use);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= self.max_table_elements)
+    }
+
+    fn instances(&self) -> usize {
+        self.max_instances
+    }
+
+    fn tables(&self) -> usize {
+        self.max_tables
+    }
+
+    fn memories(&self) -> usize {
+        self.max_memories
+    }
+}
+
+/// Decides which outbound HTTP requests a guest may make.
+#[derive(Debug, Default)]
+pub(crate) struct EgressPolicy {
+    allowed_hosts: Vec<String>,
+}
+
+impl EgressPolicy {
+    fn allows(&self, host: &str) -> bool {
+        self.allowed_hosts
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(host))
+    }
+}
+
+impl WasiHttpHooks for EgressPolicy {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = wasmtime_wasi_http::Result<(
+                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                )>,
+            > + Send,
+    > {
+        let host = request.uri().host().unwrap_or("").to_owned();
+        if !self.allows(&host) {
+            return Box::new(async move {
+                Err(wasmtime_wasi_http::Error::from(ErrorCode::HttpRequestDenied))
+            });
+        }
+        _ = fut;
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                res.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
+
+/// The `T` of every component store.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    egress: EgressPolicy,
+    pub(crate) limiter: GuestLimiter,
+    /// When the running call must stop; checked on every epoch tick.
+    pub(crate) deadline: Instant,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.egress,
+        }
+    }
+}
+
+/// The `T` of every core-module (WASI preview 1) store.
+pub(crate) struct CoreState {
+    pub(crate) wasi: WasiP1Ctx,
+    pub(crate) limiter: GuestLimiter,
+    pub(crate) deadline: Instant,
+}
+
+/// What a guest's WASI context is built from.
+pub(crate) struct GuestIo<'a> {
+    pub(crate) env: &'a [(String, String)],
+    pub(crate) task_root: &'a Path,
+    pub(crate) tmp_dir: &'a Path,
+    pub(crate) stdin: Option<bytes::Bytes>,
+    pub(crate) stdout: Capture,
+    pub(crate) stderr: Capture,
+}
+
+fn wasi_builder(io: GuestIo<'_>) -> wasmtime::Result<WasiCtxBuilder> {
+    let mut b = WasiCtxBuilder::new();
+    // Only the function's own variables and Lambda's standard ones; nothing inherited
+    // from the host. No sockets: the default address check denies every address.
+    b.envs(io.env)
+        .stdout(io.stdout)
+        .stderr(io.stderr)
+        .allow_ip_name_lookup(false)
+        .allow_tcp(false)
+        .allow_udp(false);
+    if let Some(stdin) = io.stdin {
+        b.stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(stdin));
+    }
+    b.preopened_dir(io.task_root, "/var/task", FsPerms::ReadOnly)?;
+    b.preopened_dir(io.tmp_dir, "/tmp", FsPerms::ReadWrite)?;
+    Ok(b)
+}
+
+pub(crate) fn component_state(
+    io: GuestIo<'_>,
+    limiter: GuestLimiter,
+    allowed_hosts: &[String],
+) -> wasmtime::Result<HostState> {
+    Ok(HostState {
+        wasi: wasi_builder(io)?.build(),
+        table: ResourceTable::new(),
+        http: WasiHttpCtx::new(),
+        egress: EgressPolicy {
+            allowed_hosts: allowed_hosts.to_vec(),
+        },
+        limiter,
+        deadline: Instant::now(),
+    })
+}
+
+pub(crate) fn core_state(io: GuestIo<'_>, limiter: GuestLimiter) -> wasmtime::Result<CoreState> {
+    Ok(CoreState {
+        wasi: wasi_builder(io)?.build_p1(),
+        limiter,
+        deadline: Instant::now(),
+    })
+}
+
+/// Something with a deadline and a limiter in its store data.
+pub(crate) trait Guarded: Send + 'static {
+    fn deadline(&self) -> Instant;
+    fn limiter(&mut self) -> &mut GuestLimiter;
+}
+
+impl Guarded for HostState {
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
+    fn limiter(&mut self) -> &mut GuestLimiter {
+        &mut self.limiter
+    }
+}
+
+impl Guarded for CoreState {
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
+    fn limiter(&mut self) -> &mut GuestLimiter {
+        &mut self.limiter
+    }
+}
+
+/// Creates a store whose guest yields to the async runtime on every epoch tick and is
+/// interrupted once its deadline has passed.
+pub(crate) fn guarded_store<T: Guarded>(engine: &wasmtime::Engine, data: T) -> Store<T> {
+    let mut store = Store::new(engine, data);
+    store.limiter(|data| data.limiter());
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|ctx| {
+        if Instant::now() >= ctx.data().deadline() {
+            Ok(wasmtime::UpdateDeadline::Interrupt)
+        } else {
+            Ok(wasmtime::UpdateDeadline::Yield(1))
+        }
+    });
+    store
+}
