@@ -115,7 +115,10 @@ fn unpack(zip_bytes: &[u8], dest: &Path) -> Result<u64, ApiError> {
         let mut entry = archive
             .by_index(i)
             .map_err(|_| invalid(UNZIP_FAILED.into()))?;
-        let name = entry.name().to_owned();
+        let name = entry
+            .name()
+            .map_err(|_| invalid(UNZIP_FAILED.into()))?
+            .into_owned();
         let rel = safe_entry_path(&name).map_err(invalid)?;
         if entry.is_symlink() {
             return Err(invalid(format!(

@@ -14,7 +14,7 @@ pub mod wire;
 use std::net::SocketAddr;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -51,12 +51,7 @@ async fn lambda_shaped_rejections(request: Request, next: Next) -> Response {
 
 /// `<url-id>.lambda-url.<region>.<host>` requests are function-URL calls whatever the
 /// path, as on AWS; everything else is the API.
-async fn host_routed_urls(
-    State(state): State<AppState>,
-    connect: Option<ConnectInfo<SocketAddr>>,
-    request: Request,
-    next: Next,
-) -> Response {
+async fn host_routed_urls(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let url_id = request
         .headers()
         .get("host")
@@ -67,7 +62,7 @@ async fn host_routed_urls(
     match url_id {
         Some(id) => {
             let path = request.uri().path().to_owned();
-            let ip = connect.map_or_else(|| "127.0.0.1".to_owned(), |c| c.0.ip().to_string());
+            let ip = api::urls::source_ip(&request);
             api::urls::serve_url(&state, &id, path, ip, request).await
         }
         None => next.run(request).await,

@@ -181,7 +181,7 @@ mod tests {
     fn formats_match_lambda() {
         assert_eq!(lambda_time(1_586_545_592_563), "2020-04-10T19:06:32.563+0000");
         assert_eq!(
-            code_sha256_b64("6058038042861ee82f175fa95fae2057ab6ef6a36e218354760266f270b1b26e"),
+            code_sha256_b64("605803804286dee82f175fa95fae2057ab6ef6a36e218354760266f270b1b26e"),
             "YFgDgEKG3ugvF1+pX64gV6tu9qNuIYNUdgJm8nCxsm4="
         );
     }

@@ -496,18 +496,16 @@ impl Catalog {
             .function(account_id, name)
             .ok_or(CatalogError::FunctionNotFound)?;
         let mut tx = self.db.pool().begin().await?;
-        for table in [
-            "functions",
-            "function_versions",
-            "aliases",
-            "url_configs",
-            "provisioned_concurrency",
-            "event_invoke_configs",
-            "policy_statements",
+        for statement in [
+            "DELETE FROM functions WHERE account_id = $1 AND function_name = $2",
+            "DELETE FROM function_versions WHERE account_id = $1 AND function_name = $2",
+            "DELETE FROM aliases WHERE account_id = $1 AND function_name = $2",
+            "DELETE FROM url_configs WHERE account_id = $1 AND function_name = $2",
+            "DELETE FROM provisioned_concurrency WHERE account_id = $1 AND function_name = $2",
+            "DELETE FROM event_invoke_configs WHERE account_id = $1 AND function_name = $2",
+            "DELETE FROM policy_statements WHERE account_id = $1 AND function_name = $2",
         ] {
-            sqlx::query(&format!(
-                "DELETE FROM {table} WHERE account_id = $1 AND function_name = $2"
-            ))
+            sqlx::query(statement)
             .bind(account_id)
             .bind(name)
             .execute(&mut *tx)

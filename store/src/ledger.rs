@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use protocol::LedgerRecord;
 use serde::{Deserialize, Serialize};
-use sqlx::QueryBuilder;
 use tokio::sync::Notify;
 
 use crate::db::{Db, StoreError};
@@ -373,8 +372,30 @@ fn read_lines(path: &Path, offset: u64, max: usize) -> std::io::Result<(Vec<Vec<
     Ok((lines, consumed as u64))
 }
 
+/// `($1, $2, ...), (...), ...` for `rows` rows of `columns` values each. Numbered
+/// placeholders are what both PostgreSQL and SQLite accept.
+fn values_clause(rows: usize, columns: usize) -> String {
+    let mut sql = String::with_capacity(rows * columns * 6);
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ",(" });
+        for c in 0..columns {
+            if c > 0 {
+                sql.push(',');
+            }
+            sql.push('$');
+            sql.push_str(&(r * columns + c + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+const INVOCATION_COLUMNS: usize = 22;
+const LOG_COLUMNS: usize = 7;
+
 /// Inserts entries idempotently, in one transaction.
 pub async fn insert_entries(db: &Db, entries: &[SpoolEntry]) -> Result<(), StoreError> {
+    let mut tx = db.pool().begin().await?;
     let invocations: Vec<&LedgerRecord> = entries
         .iter()
         .filter_map(|e| match e {
@@ -389,59 +410,72 @@ pub async fn insert_entries(db: &Db, entries: &[SpoolEntry]) -> Result<(), Store
             SpoolEntry::Invocation(_) => None,
         })
         .collect();
-    let mut tx = db.pool().begin().await?;
     // Each statement stays well under both databases' bind-parameter limits.
     for chunk in invocations.chunks(1000) {
-        let mut q = QueryBuilder::<sqlx::Any>::new(
+        let sql = format!(
             "INSERT INTO invocations (request_id, attempt, account_id, caller_account_id, \
              function_name, executed_version, invocation_type, received_at_us, started_at_us, \
              ended_at_us, init_ms, duration_ms, billed_ms, memory_size_mb, max_memory_used_mb, \
-             gb_seconds, outcome, error_type, start_kind, request_bytes, response_bytes, cost_usd) ",
+             gb_seconds, outcome, error_type, start_kind, request_bytes, response_bytes, cost_usd) \
+             VALUES {} ON CONFLICT (request_id, attempt) DO NOTHING",
+            values_clause(chunk.len(), INVOCATION_COLUMNS)
         );
-        q.push_values(chunk, |mut b, r| {
-            b.push_bind(r.request_id.clone())
-                .push_bind(r.attempt as i64)
-                .push_bind(r.account_id.clone())
-                .push_bind(r.caller_account_id.clone())
-                .push_bind(r.function_name.clone())
-                .push_bind(r.executed_version.clone())
-                .push_bind(r.invocation_type.clone())
-                .push_bind(r.received_at_us)
-                .push_bind(r.started_at_us)
-                .push_bind(r.ended_at_us)
-                .push_bind(r.init_ms)
-                .push_bind(r.duration_ms)
-                .push_bind(r.billed_ms as i64)
-                .push_bind(r.memory_size_mb as i64)
-                .push_bind(r.max_memory_used_mb as i64)
-                .push_bind(r.gb_seconds)
-                .push_bind(r.outcome.clone())
-                .push_bind(r.error_type.clone())
-                .push_bind(r.start_kind.clone())
-                .push_bind(r.request_bytes as i64)
-                .push_bind(r.response_bytes as i64)
-                .push_bind(r.cost_usd);
-        });
-        q.push(" ON CONFLICT (request_id, attempt) DO NOTHING");
-        q.build().execute(&mut *tx).await?;
+        // The statement is built from constants and row counts only; values are bound.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for r in chunk {
+            q = q
+                .bind(r.request_id.clone())
+                .bind(r.attempt as i64)
+                .bind(r.account_id.clone())
+                .bind(r.caller_account_id.clone())
+                .bind(r.function_name.clone())
+                .bind(r.executed_version.clone())
+                .bind(r.invocation_type.clone())
+                .bind(r.received_at_us)
+                .bind(r.started_at_us)
+                .bind(r.ended_at_us)
+                .bind(r.init_ms)
+                .bind(r.duration_ms)
+                .bind(r.billed_ms as i64)
+                .bind(r.memory_size_mb as i64)
+                .bind(r.max_memory_used_mb as i64)
+                .bind(r.gb_seconds)
+                .bind(r.outcome.clone())
+                .bind(r.error_type.clone())
+                .bind(r.start_kind.clone())
+                .bind(r.request_bytes as i64)
+                .bind(r.response_bytes as i64)
+                .bind(r.cost_usd);
+        }
+        q.execute(&mut *tx).await?;
     }
     for chunk in logs.chunks(1000) {
-        let mut q = QueryBuilder::<sqlx::Any>::new(
+        let sql = format!(
             "INSERT INTO function_logs (request_id, attempt, account_id, function_name, version, \
-             logged_at_us, log_text) ",
+             logged_at_us, log_text) VALUES {} ON CONFLICT (request_id, attempt) DO NOTHING",
+            values_clause(chunk.len(), LOG_COLUMNS)
         );
-        q.push_values(chunk, |mut b, l| {
-            b.push_bind(l.request_id.clone())
-                .push_bind(l.attempt as i64)
-                .push_bind(l.account_id.clone())
-                .push_bind(l.function_name.clone())
-                .push_bind(l.version.clone())
-                .push_bind(l.logged_at_us)
-                .push_bind(l.log_text.clone());
-        });
-        q.push(" ON CONFLICT (request_id, attempt) DO NOTHING");
-        q.build().execute(&mut *tx).await?;
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for l in chunk {
+            q = q
+                .bind(l.request_id.clone())
+                .bind(l.attempt as i64)
+                .bind(l.account_id.clone())
+                .bind(l.function_name.clone())
+                .bind(l.version.clone())
+                .bind(l.logged_at_us)
+                .bind(l.log_text.clone());
+        }
+        q.execute(&mut *tx).await?;
     }
     tx.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn values_are_numbered_across_rows() {
+        assert_eq!(super::values_clause(2, 3), "($1,$2,$3),($4,$5,$6)");
+    }
 }

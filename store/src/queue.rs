@@ -71,8 +71,13 @@ pub struct Queue {
     db: Db,
 }
 
-const COLUMNS: &str = "event_id, request_id, account_id, caller_account_id, function_name, \
-                       qualifier, payload, received_at_ms, attempts, not_before_ms";
+/// The columns of an [`AsyncEvent`], as a literal so queries stay static strings.
+macro_rules! columns {
+    () => {
+        "event_id, request_id, account_id, caller_account_id, function_name, qualifier, \
+         payload, received_at_ms, attempts, not_before_ms"
+    };
+}
 
 fn from_row(row: &sqlx::any::AnyRow) -> Result<AsyncEvent, sqlx::Error> {
     let attempts: i64 = row.try_get("attempts")?;
@@ -94,8 +99,10 @@ async fn insert(
     conn: &mut sqlx::AnyConnection,
     e: &AsyncEvent,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(&format!(
-        "INSERT INTO async_events ({COLUMNS}, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued')"
+    sqlx::query(concat!(
+        "INSERT INTO async_events (",
+        columns!(),
+        ", state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued')"
     ))
     .bind(e.event_id.as_str())
     .bind(e.request_id.as_str())
@@ -127,12 +134,13 @@ impl Queue {
     /// Leases up to `limit` due events for `owner`.
     pub async fn lease_due(&self, owner: &str, limit: u32) -> Result<Vec<AsyncEvent>, StoreError> {
         let now = now_ms();
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(concat!(
             "UPDATE async_events SET state = 'running', lease_owner = $1 \
              WHERE event_id IN (SELECT event_id FROM async_events \
                WHERE state = 'queued' AND not_before_ms <= $2 \
                ORDER BY not_before_ms LIMIT $3) \
-             RETURNING {COLUMNS}"
+             RETURNING ",
+            columns!()
         ))
         .bind(owner)
         .bind(now)
@@ -183,8 +191,10 @@ impl Queue {
 
     /// Events a previous process was running when it stopped.
     pub async fn orphaned(&self, live_owner: &str) -> Result<Vec<AsyncEvent>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM async_events WHERE state = 'running' \
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM async_events WHERE state = 'running' \
              AND (lease_owner IS NULL OR lease_owner <> $1)"
         ))
         .bind(live_owner)

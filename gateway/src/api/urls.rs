@@ -244,7 +244,7 @@ fn apply_cors(url: &UrlConfigRecord, origin: Option<&str>, resp: &mut Response) 
     };
     let origins = list("AllowOrigins");
     let allowed = match origin {
-        Some(o) if origins.iter().any(|a| a == "*") => Some("*".to_owned()),
+        Some(_) if origins.iter().any(|a| a == "*") => Some("*".to_owned()),
         Some(o) if origins.iter().any(|a| a == o) => Some(o.to_owned()),
         _ => None,
     };
@@ -280,7 +280,6 @@ fn apply_cors(url: &UrlConfigRecord, origin: Option<&str>, resp: &mut Response) 
 pub async fn serve(
     State(state): State<AppState>,
     Path(params): Path<Vec<(String, String)>>,
-    connect: Option<ConnectInfo<SocketAddr>>,
     request: Request,
 ) -> Response {
     let mut url_id = String::new();
@@ -292,8 +291,16 @@ pub async fn serve(
             _ => {}
         }
     }
-    let source_ip = connect.map_or_else(|| "127.0.0.1".to_owned(), |c| c.0.ip().to_string());
+    let source_ip = source_ip(&request);
     serve_url(&state, &url_id, path, source_ip, request).await
+}
+
+/// The client's address, when the server recorded it (in-process tests have none).
+pub fn source_ip(request: &Request) -> String {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "127.0.0.1".to_owned(), |c| c.0.ip().to_string())
 }
 
 pub async fn serve_url(

@@ -200,9 +200,14 @@ async fn a_database_outage_delays_but_never_loses_records() {
     for chunk in entries(100..400).chunks(10) {
         spool.append(chunk).unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(rows(&direct).await, 100);
+    for _ in 0..200 {
+        if spool.stats().write_errors.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(spool.stats().write_errors.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert_eq!(rows(&direct).await, 100);
 
     let _restored = Proxy::start(proxy.port).await;
     wait_for_rows(&direct, 400).await;

@@ -38,7 +38,8 @@ pub async fn fresh_postgres() -> Option<String> {
         }
     };
     let name = format!("lamina_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
+    // The name is a UUID generated just above.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await
         .expect("create test database");
