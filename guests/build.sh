@@ -11,7 +11,7 @@ release=${CARGO_TARGET_DIR:-$root/target}/wasm32-wasip2/release
 out=$root/target/fixtures
 
 # Rust handlers and the http fixture are cdylibs, named by Cargo after their crate.
-rust_fixtures=(hello echo counter sleep spin compute memory-hog faults log-flood env-dump http-hello)
+rust_fixtures=(hello echo counter sleep spin compute memory-hog faults log-flood logger env-dump http-hello)
 
 # --locked: the fixtures must be the same bytes on every machine that runs the tests.
 cargo build --release --workspace --locked --quiet

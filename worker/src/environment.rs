@@ -201,7 +201,11 @@ impl Environment {
             .as_ref()
             .map(|f| f.to_error("", self.spec.memory_mb));
         self.instance = instance;
-        self.pending_init = Some(InitReport {
+        // Provisioned environments initialise ahead of demand: their INIT is not part of
+        // any invocation, so the first one is as warm as the next.
+        let ahead_of_demand =
+            self.init_type == InitializationType::ProvisionedConcurrency && !self.served_any;
+        self.pending_init = (failure.is_some() || !ahead_of_demand).then(|| InitReport {
             duration: started.elapsed(),
             log,
             failure,
