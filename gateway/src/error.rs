@@ -136,7 +136,9 @@ impl IntoResponse for ApiError {
                 tracing::error!(detail, "service error");
                 json!({ "Type": "Service", "Message": "An internal error occurred. The request can be retried." })
             }
-            ApiError::TooManyRequests { reason, message, .. } => {
+            ApiError::TooManyRequests {
+                reason, message, ..
+            } => {
                 json!({ "Type": "User", "Reason": reason, "message": message })
             }
             other => {
@@ -180,14 +182,23 @@ mod tests {
     async fn errors_have_lambdas_wire_shape() {
         let (s, t, b) = parts(function_not_found("arn:x")).await;
         assert_eq!((s.as_u16(), t.as_str()), (404, "ResourceNotFoundException"));
-        assert_eq!(b, json!({"Type": "User", "Message": "Function not found: arn:x"}));
+        assert_eq!(
+            b,
+            json!({"Type": "User", "Message": "Function not found: arn:x"})
+        );
 
         let (s, t, b) = parts(ApiError::InvalidParameterValue("bad".into())).await;
-        assert_eq!((s.as_u16(), t.as_str()), (400, "InvalidParameterValueException"));
+        assert_eq!(
+            (s.as_u16(), t.as_str()),
+            (400, "InvalidParameterValueException")
+        );
         assert_eq!(b["message"], "bad");
 
         let (s, t, b) = parts(ApiError::RequestTooLarge("big".into())).await;
-        assert_eq!((s.as_u16(), t.as_str()), (413, "RequestEntityTooLargeException"));
+        assert_eq!(
+            (s.as_u16(), t.as_str()),
+            (413, "RequestEntityTooLargeException")
+        );
         assert_eq!(b["Message"], "big");
 
         let r = ApiError::TooManyRequests {
@@ -204,7 +215,10 @@ mod tests {
         })
         .await;
         assert_eq!(s.as_u16(), 429);
-        assert_eq!(b["Reason"], "ReservedFunctionConcurrentInvocationLimitExceeded");
+        assert_eq!(
+            b["Reason"],
+            "ReservedFunctionConcurrentInvocationLimitExceeded"
+        );
 
         let (s, _, b) = parts(ApiError::service("db exploded: password=x")).await;
         assert_eq!(s.as_u16(), 500);

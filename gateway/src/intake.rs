@@ -78,7 +78,9 @@ pub fn store_zip(packages_dir: &Path, zip_bytes: &[u8]) -> Result<StoredPackage,
 /// A relative path that stays inside the package, or a reason it does not.
 pub fn safe_entry_path(name: &str) -> Result<PathBuf, String> {
     if name.contains('\\') || name.contains('\0') {
-        return Err(format!("The deployment package contains an invalid path: {name}"));
+        return Err(format!(
+            "The deployment package contains an invalid path: {name}"
+        ));
     }
     let path = Path::new(name);
     let mut out = PathBuf::new();
@@ -94,7 +96,9 @@ pub fn safe_entry_path(name: &str) -> Result<PathBuf, String> {
         }
     }
     if out.as_os_str().is_empty() {
-        return Err(format!("The deployment package contains an invalid path: {name}"));
+        return Err(format!(
+            "The deployment package contains an invalid path: {name}"
+        ));
     }
     Ok(out)
 }
@@ -109,7 +113,11 @@ fn unpack(zip_bytes: &[u8], dest: &Path) -> Result<u64, ApiError> {
         )));
     }
     std::fs::create_dir_all(dest).map_err(ApiError::service)?;
-    let too_large = || invalid(format!("Unzipped size must be smaller than {MAX_UNZIPPED} bytes"));
+    let too_large = || {
+        invalid(format!(
+            "Unzipped size must be smaller than {MAX_UNZIPPED} bytes"
+        ))
+    };
     let mut total: u64 = 0;
     for i in 0..archive.len() {
         let mut entry = archive
@@ -248,7 +256,10 @@ mod tests {
         let zip = buf.into_inner();
         assert!(zip.len() < 2 << 20);
         let err = store_zip(dir.path(), &zip).unwrap_err();
-        assert!(err.to_string().contains("Unzipped size must be smaller"), "{err}");
+        assert!(
+            err.to_string().contains("Unzipped size must be smaller"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -257,8 +268,12 @@ mod tests {
         let mut buf = std::io::Cursor::new(Vec::new());
         {
             let mut w = zip::ZipWriter::new(&mut buf);
-            w.add_symlink("link", "/etc/passwd", zip::write::SimpleFileOptions::default())
-                .unwrap();
+            w.add_symlink(
+                "link",
+                "/etc/passwd",
+                zip::write::SimpleFileOptions::default(),
+            )
+            .unwrap();
             w.finish().unwrap();
         }
         let err = store_zip(dir.path(), &buf.into_inner()).unwrap_err();

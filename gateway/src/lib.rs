@@ -7,6 +7,7 @@
 pub mod api;
 pub mod error;
 pub mod intake;
+pub mod observe;
 pub mod state;
 pub mod validate;
 pub mod wire;
@@ -34,17 +35,34 @@ async fn request_id(request: Request, next: Next) -> Response {
     resp
 }
 
+/// Lambda's words for a request over an operation's body limit.
+fn too_large_message(method: &axum::http::Method, path: &str) -> String {
+    use axum::http::Method;
+    let (limit, operation) = match (method, path.trim_end_matches('/')) {
+        (&Method::POST, "/2015-03-31/functions") => (api::MAX_CREATE_REQUEST, "CreateFunction"),
+        (&Method::PUT, p) if p.ends_with("/code") => {
+            (api::MAX_CREATE_REQUEST, "UpdateFunctionCode")
+        }
+        (&Method::POST, p) if p.ends_with("/invocations") || p.ends_with("/invoke-async") => {
+            (protocol::MAX_SYNC_PAYLOAD, "InvokeFunction")
+        }
+        _ => (api::MAX_CONTROL_REQUEST, "this"),
+    };
+    if operation == "this" {
+        return format!("Request must be smaller than {limit} bytes for this operation");
+    }
+    format!("Request must be smaller than {limit} bytes for the {operation} operation")
+}
+
 /// Body-limit rejections come from axum as bare 413s; give them Lambda's error shape.
 async fn lambda_shaped_rejections(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
     let resp = next.run(request).await;
     if resp.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE
         && !resp.headers().contains_key("x-amzn-errortype")
     {
-        return ApiError::RequestTooLarge(format!(
-            "Request must be smaller than {} bytes for this operation",
-            api::MAX_CREATE_REQUEST
-        ))
-        .into_response();
+        return ApiError::RequestTooLarge(too_large_message(&method, &path)).into_response();
     }
     resp
 }
@@ -77,12 +95,20 @@ async fn not_found() -> ApiError {
 /// - tracing: one span per request, so logs of an invocation share its context;
 /// - request id: added last on the way out, so even rejections carry one;
 /// - 413 shaping: turns framework body-limit rejections into Lambda's error shape;
+/// - HTTP metrics, by the matched route template (`unmatched` for host-routed URLs);
 /// - host routing: function-URL hosts bypass the API router entirely;
 /// - routes, each group with its own body limit (CreateFunction 70 MB, Invoke 6 MB...).
 pub fn app(state: AppState) -> Router {
     api::routes()
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), host_routed_urls))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            host_routed_urls,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            observe::count_requests,
+        ))
         .layer(middleware::from_fn(lambda_shaped_rejections))
         .layer(middleware::from_fn(request_id))
         .layer(tower_http::trace::TraceLayer::new_for_http())
@@ -102,4 +128,30 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::too_large_message;
+    use axum::http::Method;
+
+    #[test]
+    fn oversized_requests_name_their_operation() {
+        assert_eq!(
+            too_large_message(&Method::POST, "/2015-03-31/functions"),
+            "Request must be smaller than 70167211 bytes for the CreateFunction operation"
+        );
+        assert_eq!(
+            too_large_message(&Method::PUT, "/2015-03-31/functions/f/code"),
+            "Request must be smaller than 70167211 bytes for the UpdateFunctionCode operation"
+        );
+        assert_eq!(
+            too_large_message(&Method::POST, "/2015-03-31/functions/f/invocations"),
+            "Request must be smaller than 6291456 bytes for the InvokeFunction operation"
+        );
+        assert_eq!(
+            too_large_message(&Method::PUT, "/2017-10-31/functions/f/concurrency"),
+            "Request must be smaller than 1048576 bytes for this operation"
+        );
+    }
 }

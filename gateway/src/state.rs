@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use protocol::names::{ArnBuilder, FunctionRef, LATEST};
 use protocol::Price;
+use protocol::names::{ArnBuilder, FunctionRef, LATEST};
 use scheduler::Scheduler;
-use store::{Catalog, FunctionEntry, Queue, Spool, VersionRecord};
+use store::{Catalog, Db, FunctionEntry, Queue, Spool, VersionRecord};
 
 use crate::error::{ApiError, function_not_found};
 
@@ -27,12 +27,14 @@ pub struct GatewayConfig {
 pub struct Inner {
     pub config: GatewayConfig,
     pub arns: ArnBuilder,
+    pub db: Db,
     pub catalog: Arc<Catalog>,
     pub scheduler: Scheduler,
     pub queue: Queue,
     pub spool: Spool,
     /// Wakes the async dispatcher when an Event invocation is queued.
     pub async_notify: Arc<tokio::sync::Notify>,
+    pub http_metrics: crate::observe::HttpMetrics,
 }
 
 /// Shared by every handler. Cheap to clone.
@@ -49,6 +51,7 @@ impl std::ops::Deref for AppState {
 impl AppState {
     pub fn new(
         config: GatewayConfig,
+        db: Db,
         catalog: Arc<Catalog>,
         scheduler: Scheduler,
         queue: Queue,
@@ -57,7 +60,9 @@ impl AppState {
     ) -> Self {
         AppState(Arc::new(Inner {
             arns: ArnBuilder::new(config.region.clone()),
+            http_metrics: crate::observe::HttpMetrics::new(scheduler.telemetry().registry()),
             config,
+            db,
             catalog,
             scheduler,
             queue,
@@ -82,6 +87,36 @@ pub struct Resolved {
     pub qualifier: Option<String>,
 }
 
+/// How a 404 for a missing function spells its ARN. Lambda names the function as the
+/// client did (qualified only if a qualifier was given) on most operations; Invoke and
+/// PutFunctionConcurrency always qualify it (`$LATEST` when none was given), and
+/// DeleteFunction never does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingFunction {
+    AsGiven,
+    Latest,
+    Unqualified,
+}
+
+impl MissingFunction {
+    /// The ARN the 404 names for function `name` referenced with `qualifier`.
+    pub fn arn(
+        self,
+        arns: &ArnBuilder,
+        account_id: &str,
+        name: &str,
+        qualifier: Option<&str>,
+    ) -> String {
+        match (qualifier, self) {
+            (_, MissingFunction::Unqualified) | (None, MissingFunction::AsGiven) => {
+                arns.function(account_id, name)
+            }
+            (Some(q), _) => arns.qualified(account_id, name, q),
+            (None, MissingFunction::Latest) => arns.qualified(account_id, name, LATEST),
+        }
+    }
+}
+
 impl AppState {
     /// Parses a `{FunctionName}` path segment (merging `?Qualifier`) and finds the
     /// function in the caller's account.
@@ -91,14 +126,49 @@ impl AppState {
         raw: &str,
         query_qualifier: Option<&str>,
     ) -> Result<Resolved, ApiError> {
+        self.resolve_as(account_id, raw, query_qualifier, MissingFunction::AsGiven)
+    }
+
+    pub fn resolve_as(
+        &self,
+        account_id: &str,
+        raw: &str,
+        query_qualifier: Option<&str>,
+        missing: MissingFunction,
+    ) -> Result<Resolved, ApiError> {
         let parsed = FunctionRef::parse(raw).map_err(|e| ApiError::Validation(e.to_string()))?;
         let parsed = parsed
             .with_query_qualifier(query_qualifier)
             .map_err(|e| ApiError::InvalidParameterValue(e.to_string()))?;
-        self.find(account_id, parsed)
+        self.find_as(account_id, parsed, missing)
+    }
+
+    /// Resolves a reference that must name the function itself, never a version or alias.
+    pub fn resolve_unqualified(
+        &self,
+        account_id: &str,
+        raw: &str,
+        missing: MissingFunction,
+    ) -> Result<Resolved, ApiError> {
+        let r = self.resolve_as(account_id, raw, None, missing)?;
+        if r.qualifier.is_some() {
+            return Err(ApiError::InvalidParameterValue(
+                "This operation is permitted on Lambda functions only. Aliases and versions do not support this operation. Please specify either a function name or an unqualified function ARN.".into(),
+            ));
+        }
+        Ok(r)
     }
 
     pub fn find(&self, account_id: &str, r: FunctionRef) -> Result<Resolved, ApiError> {
+        self.find_as(account_id, r, MissingFunction::AsGiven)
+    }
+
+    pub fn find_as(
+        &self,
+        account_id: &str,
+        r: FunctionRef,
+        missing: MissingFunction,
+    ) -> Result<Resolved, ApiError> {
         if let Some(region) = &r.region
             && region != &self.config.region
         {
@@ -108,18 +178,21 @@ impl AppState {
             )));
         }
         let not_found = || {
-            let arn = self.arns.qualified(
+            function_not_found(&missing.arn(
+                &self.arns,
                 account_id,
                 &r.name,
-                r.qualifier.as_deref().unwrap_or(LATEST),
-            );
-            function_not_found(&arn)
+                r.qualifier.as_deref(),
+            ))
         };
         // Another account's functions are invisible: same answer as a missing one.
         if r.account_id.as_deref().is_some_and(|a| a != account_id) {
             return Err(not_found());
         }
-        let entry = self.catalog.function(account_id, &r.name).ok_or_else(not_found)?;
+        let entry = self
+            .catalog
+            .function(account_id, &r.name)
+            .ok_or_else(not_found)?;
         Ok(Resolved {
             entry,
             qualifier: r.qualifier,
@@ -143,6 +216,23 @@ impl AppState {
             .ok_or_else(|| self.version_not_found(r))
     }
 
+    /// The version a version-or-alias qualifier names, for the operations that attach
+    /// settings to one (provisioned concurrency, resource policies): a missing alias is
+    /// "Cannot find alias arn", a missing version "Function not found".
+    pub fn version_for_setting(&self, r: &Resolved) -> Result<Arc<VersionRecord>, ApiError> {
+        let q = r.qualifier.as_deref().unwrap_or(LATEST);
+        if let Some(v) = r.entry.version_for_read(q) {
+            return Ok(v.clone());
+        }
+        if q != LATEST && !protocol::names::is_version_number(q) {
+            return Err(ApiError::ResourceNotFound(format!(
+                "Cannot find alias arn: {}",
+                self.arns.qualified(&r.entry.account_id, &r.entry.name, q)
+            )));
+        }
+        Err(self.version_not_found(r))
+    }
+
     /// The version an invocation runs (an alias's routing is a weighted draw).
     pub fn version_for_invoke(&self, r: &Resolved) -> Result<Arc<VersionRecord>, ApiError> {
         let q = r.qualifier.as_deref().unwrap_or(LATEST);
@@ -150,5 +240,35 @@ impl AppState {
             .version_for_invoke(q, rand::random())
             .cloned()
             .ok_or_else(|| self.version_not_found(r))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_functions_are_named_as_lambda_names_them() {
+        let arns = ArnBuilder::new("us-east-1");
+        let base = "arn:aws:lambda:us-east-1:000000000000:function:f";
+        let table = [
+            (MissingFunction::AsGiven, None, base.to_owned()),
+            (MissingFunction::AsGiven, Some("3"), format!("{base}:3")),
+            (MissingFunction::Latest, None, format!("{base}:$LATEST")),
+            (
+                MissingFunction::Latest,
+                Some("live"),
+                format!("{base}:live"),
+            ),
+            (MissingFunction::Unqualified, None, base.to_owned()),
+            (MissingFunction::Unqualified, Some("3"), base.to_owned()),
+        ];
+        for (missing, qualifier, expected) in table {
+            assert_eq!(
+                missing.arn(&arns, "000000000000", "f", qualifier),
+                expected,
+                "{missing:?} {qualifier:?}"
+            );
+        }
     }
 }

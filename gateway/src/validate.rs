@@ -88,9 +88,37 @@ pub fn ephemeral_storage(mb: u32) -> Result<u32, ApiError> {
 pub fn runtime(value: &str) -> Result<protocol::Runtime, ApiError> {
     protocol::Runtime::parse(value).ok_or_else(|| {
         ApiError::InvalidParameterValue(format!(
-            "The runtime parameter of {value} is not supported by Lamina. Supported runtimes: {}.",
+            "Value {value} at 'runtime' failed to satisfy constraint: Member must satisfy enum value set: [{}] or be a valid ARN",
             protocol::Runtime::SUPPORTED.join(", ")
         ))
+    })
+}
+
+/// Longest `FunctionName` CreateFunction accepts (a full ARN).
+pub const MAX_CREATE_NAME: usize = 140;
+
+/// CreateFunction's `FunctionName`. Lambda answers a bare name over 64 characters with
+/// InvalidParameterValueException, and everything else that is wrong with it (a pattern
+/// mismatch, an ARN over 140 characters) with ValidationException.
+pub fn new_function_name(value: &str) -> Result<protocol::names::FunctionRef, ApiError> {
+    if value.len() > MAX_CREATE_NAME {
+        return Err(constraint(
+            value,
+            "functionName",
+            "Member must have length less than or equal to 140",
+        ));
+    }
+    protocol::names::FunctionRef::parse(value).map_err(|e| {
+        let protocol::names::NameError::Constraint { constraint, .. } = &e;
+        let too_long = format!(
+            "Member must have length less than or equal to {}",
+            protocol::names::MAX_NAME_LEN
+        );
+        if *constraint == too_long {
+            ApiError::InvalidParameterValue(e.to_string())
+        } else {
+            ApiError::Validation(e.to_string())
+        }
     })
 }
 
@@ -199,14 +227,46 @@ mod tests {
     #[test]
     fn limits_and_wording() {
         assert!(memory(128).is_ok() && memory(10240).is_ok());
-        assert!(memory(127).unwrap_err().to_string().contains("greater than or equal to 128"));
+        assert!(
+            memory(127)
+                .unwrap_err()
+                .to_string()
+                .contains("greater than or equal to 128")
+        );
         assert!(memory(10241).is_err());
         assert!(timeout(0).is_err() && timeout(901).is_err() && timeout(900).is_ok());
         let e = runtime("python3.12").unwrap_err();
         assert_eq!(e.error_type(), "InvalidParameterValueException");
-        assert!(e.to_string().contains("wasm, onnx"));
+        assert_eq!(
+            e.to_string(),
+            "Value python3.12 at 'runtime' failed to satisfy constraint: Member must satisfy enum value set: [wasm, onnx] or be a valid ARN"
+        );
         assert!(role("arn:aws:iam::123456789012:role/r").is_ok());
         assert!(role("nope").is_err());
+    }
+
+    #[test]
+    fn create_function_names() {
+        assert_eq!(new_function_name("my-fn").unwrap().name, "my-fn");
+        let long = "a".repeat(65);
+        let e = new_function_name(&long).unwrap_err();
+        assert_eq!(e.error_type(), "InvalidParameterValueException");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "1 validation error detected: Value '{long}' at 'functionName' failed to satisfy constraint: Member must have length less than or equal to 64"
+            )
+        );
+        let arn = format!(
+            "arn:aws:lambda:us-east-1:123456789012:function:{}",
+            "b".repeat(100)
+        );
+        let e = new_function_name(&arn).unwrap_err();
+        assert_eq!(e.error_type(), "ValidationException");
+        assert!(e.to_string().ends_with("less than or equal to 140"), "{e}");
+        let e = new_function_name("invalid:function:name").unwrap_err();
+        assert_eq!(e.error_type(), "ValidationException");
+        assert!(e.to_string().contains("regular expression pattern"), "{e}");
     }
 
     #[test]
@@ -215,13 +275,21 @@ mod tests {
         vars.insert("GOOD_NAME".to_string(), "x".to_string());
         assert!(environment(&vars).is_ok());
         vars.insert("AWS_REGION".into(), "x".into());
-        assert!(environment(&vars).unwrap_err().to_string().contains("AWS_REGION"));
+        assert!(
+            environment(&vars)
+                .unwrap_err()
+                .to_string()
+                .contains("AWS_REGION")
+        );
         let mut big = BTreeMap::new();
         big.insert("BIG".to_string(), "x".repeat(4096));
         let e = environment(&big).unwrap_err();
         assert!(e.to_string().contains("exceeded the 4KB limit"));
         let mut bad = BTreeMap::new();
         bad.insert("1X".to_string(), "x".to_string());
-        assert_eq!(environment(&bad).unwrap_err().error_type(), "ValidationException");
+        assert_eq!(
+            environment(&bad).unwrap_err().error_type(),
+            "ValidationException"
+        );
     }
 }

@@ -47,7 +47,9 @@ pub fn function_configuration(
 ) -> Value {
     let c = &version.config;
     let arn = if qualified_arn {
-        state.arns.qualified(&entry.account_id, &entry.name, &version.version)
+        state
+            .arns
+            .qualified(&entry.account_id, &entry.name, &version.version)
     } else {
         state.arns.function(&entry.account_id, &entry.name)
     };
@@ -80,10 +82,7 @@ pub fn function_configuration(
     });
     let obj = v.as_object_mut().expect("a JSON object literal");
     if !c.environment.is_empty() {
-        obj.insert(
-            "Environment".into(),
-            json!({ "Variables": c.environment }),
-        );
+        obj.insert("Environment".into(), json!({ "Variables": c.environment }));
     }
     if let Some(target) = &c.dead_letter_target {
         obj.insert("DeadLetterConfig".into(), json!({ "TargetArn": target }));
@@ -127,7 +126,9 @@ pub fn url_configuration(state: &AppState, entry: &FunctionEntry, url: &UrlConfi
     let arn = if url.qualifier == protocol::names::LATEST {
         state.arns.function(&entry.account_id, &entry.name)
     } else {
-        state.arns.qualified(&entry.account_id, &entry.name, &url.qualifier)
+        state
+            .arns
+            .qualified(&entry.account_id, &entry.name, &url.qualifier)
     };
     let mut v = json!({
         "FunctionUrl": state.function_url(&url.url_id),
@@ -179,7 +180,10 @@ mod tests {
 
     #[test]
     fn formats_match_lambda() {
-        assert_eq!(lambda_time(1_586_545_592_563), "2020-04-10T19:06:32.563+0000");
+        assert_eq!(
+            lambda_time(1_586_545_592_563),
+            "2020-04-10T19:06:32.563+0000"
+        );
         assert_eq!(
             code_sha256_b64("605803804286dee82f175fa95fae2057ab6ef6a36e218354760266f270b1b26e"),
             "YFgDgEKG3ugvF1+pX64gV6tu9qNuIYNUdgJm8nCxsm4="

@@ -11,7 +11,11 @@ use clap::{Args, Parser, Subcommand};
 pub struct UsageError(pub String);
 
 #[derive(Debug, Parser)]
-#[command(name = "lamina", version, about = "Self-hosted AWS Lambda for WebAssembly functions and ML models")]
+#[command(
+    name = "lamina",
+    version,
+    about = "Self-hosted AWS Lambda for WebAssembly functions and ML models"
+)]
 pub struct Cli {
     /// Log format of Lamina's own logs: text or json.
     #[arg(long, env = "LAMINA_LOG_FORMAT", default_value = "text", global = true)]
@@ -24,6 +28,44 @@ pub struct Cli {
 pub enum Command {
     /// Run gateway, scheduler and worker in one process.
     Up(UpArgs),
+    /// Print a function's logs (START/END/REPORT lines and its own output).
+    Logs(LogsArgs),
+    /// Print requests, GB-seconds and cost per function from the billing ledger.
+    Usage(UsageArgs),
+}
+
+/// Where a running Lamina is.
+#[derive(Debug, Clone, Args)]
+pub struct EndpointArgs {
+    /// The Lamina to ask.
+    #[arg(long, env = "LAMINA_ENDPOINT", default_value = "http://127.0.0.1:4599")]
+    pub endpoint: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogsArgs {
+    /// Function name or ARN.
+    pub function: String,
+    /// Only logs from this far back (10m, 2h, 7d) or since this time (RFC 3339).
+    #[arg(long, default_value = "1h")]
+    pub since: String,
+    /// Keep printing new logs as they arrive.
+    #[arg(long, short)]
+    pub follow: bool,
+    #[command(flatten)]
+    pub remote: EndpointArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UsageArgs {
+    /// Usage from this far back (10m, 2h, 7d) or since this time (RFC 3339).
+    #[arg(long, default_value = "30d")]
+    pub since: String,
+    /// Only this function.
+    #[arg(long)]
+    pub function: Option<String>,
+    #[command(flatten)]
+    pub remote: EndpointArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -67,11 +109,22 @@ pub struct UpArgs {
     #[arg(long, env = "LAMINA_RETRY_BASE", default_value_t = 60.0)]
     pub retry_base: f64,
     /// Price per million requests, in USD.
-    #[arg(long, env = "LAMINA_PRICE_PER_MILLION_REQUESTS", default_value_t = 0.20)]
+    #[arg(
+        long,
+        env = "LAMINA_PRICE_PER_MILLION_REQUESTS",
+        default_value_t = 0.20
+    )]
     pub price_per_million_requests: f64,
     /// Price per GB-second, in USD.
-    #[arg(long, env = "LAMINA_PRICE_PER_GB_SECOND", default_value_t = 0.0000166667)]
+    #[arg(
+        long,
+        env = "LAMINA_PRICE_PER_GB_SECOND",
+        default_value_t = 0.0000166667
+    )]
     pub price_per_gb_second: f64,
+    /// Seconds function logs are kept.
+    #[arg(long, env = "LAMINA_LOG_RETENTION", default_value_t = 7.0 * 24.0 * 3600.0)]
+    pub log_retention: f64,
     /// The account every request acts for until request signing identifies callers.
     #[arg(long, env = "LAMINA_DEFAULT_ACCOUNT", default_value = "000000000000")]
     pub default_account: String,
@@ -84,12 +137,15 @@ impl UpArgs {
             if v.is_finite() && v > 0.0 {
                 Ok(())
             } else {
-                Err(UsageError(format!("--{name} must be a positive number of seconds")))
+                Err(UsageError(format!(
+                    "--{name} must be a positive number of seconds"
+                )))
             }
         };
         positive(self.idle_timeout, "idle-timeout")?;
         positive(self.burst_interval, "burst-interval")?;
         positive(self.retry_base, "retry-base")?;
+        positive(self.log_retention, "log-retention")?;
         if self.min_unreserved > self.account_concurrency {
             return Err(UsageError(
                 "--min-unreserved cannot exceed --account-concurrency".into(),
@@ -116,7 +172,9 @@ impl UpArgs {
 pub fn init_tracing(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LAMINA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -130,5 +188,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             args.validate()?;
             crate::up::run(args).await
         }
+        Command::Logs(args) => crate::report::logs(args).await,
+        Command::Usage(args) => crate::report::usage(args).await,
     }
 }

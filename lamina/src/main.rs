@@ -1,6 +1,8 @@
 //! The `lamina` command. Parses the command line, initialises logging and runs it.
 
 mod cli;
+mod remote;
+mod report;
 mod up;
 
 use clap::Parser;

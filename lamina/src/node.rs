@@ -27,6 +27,8 @@ pub struct NodeConfig {
     pub dispatch: DispatchConfig,
     pub price: Price,
     pub worker: Option<WorkerConfig>,
+    /// How long function logs are kept.
+    pub log_retention: Duration,
 }
 
 impl NodeConfig {
@@ -41,6 +43,7 @@ impl NodeConfig {
             dispatch: DispatchConfig::default(),
             price: Price::default(),
             worker: None,
+            log_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -76,7 +79,10 @@ impl Node {
         let spool = Spool::open(&ledger_config).context("opening the ledger spool")?;
         let mut writer = LedgerWriter::new(spool.clone(), db.clone(), &ledger_config);
         loop {
-            let drained = writer.drain_once().await.context("replaying the ledger spool")?;
+            let drained = writer
+                .drain_once()
+                .await
+                .context("replaying the ledger spool")?;
             if drained.caught_up {
                 break;
             }
@@ -123,6 +129,7 @@ impl Node {
                 price: config.price,
                 default_account: config.default_account.clone(),
             },
+            db.clone(),
             catalog,
             scheduler.clone(),
             queue,
@@ -140,6 +147,14 @@ impl Node {
             let rx = stop_rx.clone();
             tasks.push(tokio::spawn(async move {
                 s.run_housekeeping(stopped(rx)).await
+            }));
+        }
+        {
+            let db = db.clone();
+            let retention = config.log_retention;
+            let rx = stop_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                expire_logs(db, retention, stopped(rx)).await
             }));
         }
         Ok(Node {
@@ -188,7 +203,11 @@ impl Node {
 
 /// Brings the scheduler back to the catalog's settings after a restart, and loads each
 /// function's compiled code so the first invoke does not pay for it.
-async fn restore(catalog: &Arc<Catalog>, scheduler: &Scheduler, backend: &Arc<dyn ExecutionBackend>) {
+async fn restore(
+    catalog: &Arc<Catalog>,
+    scheduler: &Scheduler,
+    backend: &Arc<dyn ExecutionBackend>,
+) {
     for entry in catalog.all_functions() {
         let key = FunctionKey::new(&entry.account_id, &entry.name);
         if let Err(e) = scheduler.set_reserved(&key, entry.reserved_concurrency) {
@@ -197,9 +216,11 @@ async fn restore(catalog: &Arc<Catalog>, scheduler: &Scheduler, backend: &Arc<dy
         for record in entry.provisioned.values() {
             if let Some(version) = entry.version_for_read(&record.qualifier) {
                 let spec = catalog.spec(&entry, version);
-                let pool_key = format!(
-                    "{}/{}/{}/{}",
-                    entry.account_id, entry.name, version.version, version.revision_id
+                let pool_key = scheduler::pool_key(
+                    &entry.account_id,
+                    &entry.name,
+                    &version.version,
+                    &version.revision_id,
                 );
                 let pool = scheduler.pool_for(&pool_key, &key, &spec);
                 scheduler.set_provisioned(pool, record.requested);
@@ -210,6 +231,28 @@ async fn restore(catalog: &Arc<Catalog>, scheduler: &Scheduler, backend: &Arc<dy
             if let Err(e) = backend.prepare(&spec.code).await {
                 tracing::warn!(function = %entry.name, version = %version.version, error = %e, "cannot load compiled code");
             }
+        }
+    }
+}
+
+/// Deletes function logs older than `retention`, every minute until `shutdown`.
+async fn expire_logs(db: Db, retention: Duration, shutdown: impl Future<Output = ()>) {
+    let mut interval = tokio::time::interval(Duration::from_secs(60).min(retention));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = interval.tick() => {}
+        }
+        let cutoff = std::time::SystemTime::now()
+            .checked_sub(retention)
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_micros() as i64);
+        match store::reports::expire_logs(&db, cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(deleted = n, "expired function logs"),
+            Err(e) => tracing::warn!(error = %e, "cannot expire function logs"),
         }
     }
 }

@@ -26,6 +26,7 @@ fn config(args: &UpArgs, public: String) -> NodeConfig {
         retry_base: Duration::from_secs_f64(args.retry_base),
         ..DispatchConfig::default()
     };
+    c.log_retention = Duration::from_secs_f64(args.log_retention);
     c.price = Price {
         per_million_requests: args.price_per_million_requests,
         per_gb_second: args.price_per_gb_second,
@@ -38,13 +39,14 @@ async fn signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

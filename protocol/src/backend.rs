@@ -55,7 +55,6 @@ pub trait ExecutionBackend: Send + Sync + 'static {
         spec: SharedSpec,
         init_type: InitializationType,
     ) -> Result<Box<dyn ExecutionEnvironment>, EnvironmentError>;
-
 }
 
 /// One execution environment: one instance of one function version, running at most

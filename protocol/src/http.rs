@@ -400,7 +400,10 @@ mod tests {
 
     #[test]
     fn binary_bodies_are_base64() {
-        let e = url_request_to_event(&request("\u{1}\u{2}", Some("application/octet-stream")), &ctx());
+        let e = url_request_to_event(
+            &request("\u{1}\u{2}", Some("application/octet-stream")),
+            &ctx(),
+        );
         assert_eq!(e["isBase64Encoded"], true);
         assert_eq!(e["body"], B64.encode([1u8, 2]));
     }

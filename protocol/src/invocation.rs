@@ -222,9 +222,7 @@ impl FunctionError {
     pub fn response_too_large(limit: usize) -> Self {
         Self::new(
             "Function.ResponseSizeTooLarge",
-            format!(
-                "Response payload size exceeded maximum allowed payload size ({limit} bytes)."
-            ),
+            format!("Response payload size exceeded maximum allowed payload size ({limit} bytes)."),
         )
     }
 

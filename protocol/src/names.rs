@@ -32,7 +32,9 @@ pub struct FunctionRef {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
     /// Lambda answers these with a `ValidationException`-style message.
-    #[error("1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: {constraint}")]
+    #[error(
+        "1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: {constraint}"
+    )]
     Constraint {
         value: String,
         field: &'static str,
@@ -69,8 +71,7 @@ pub fn is_valid_function_name(name: &str) -> bool {
 
 /// Whether `q` is a valid qualifier: `$LATEST`, a version number or an alias name.
 pub fn is_valid_qualifier(q: &str) -> bool {
-    q == LATEST
-        || (!q.is_empty() && q.len() <= MAX_QUALIFIER_LEN && q.chars().all(is_name_char))
+    q == LATEST || (!q.is_empty() && q.len() <= MAX_QUALIFIER_LEN && q.chars().all(is_name_char))
 }
 
 /// Whether `q` names a published version (digits only).
@@ -339,7 +340,10 @@ mod tests {
         );
         let r = FunctionRef::parse("f").unwrap();
         assert_eq!(
-            r.with_query_qualifier(Some("3")).unwrap().qualifier.as_deref(),
+            r.with_query_qualifier(Some("3"))
+                .unwrap()
+                .qualifier
+                .as_deref(),
             Some("3")
         );
     }

@@ -128,7 +128,10 @@ impl FunctionSpec {
         let mut vars: Vec<(String, String)> = vec![
             ("AWS_REGION".into(), self.region.clone()),
             ("AWS_DEFAULT_REGION".into(), self.region.clone()),
-            ("AWS_LAMBDA_FUNCTION_NAME".into(), self.function_name.clone()),
+            (
+                "AWS_LAMBDA_FUNCTION_NAME".into(),
+                self.function_name.clone(),
+            ),
             (
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(),
                 self.memory_mb.to_string(),

@@ -101,7 +101,10 @@ pub enum Admission {
     Warm(EnvId),
     /// Create this environment (INIT), then run. `evict` must be shut down first to make
     /// room on the node.
-    Cold { env: EnvId, evict: Option<EnvId> },
+    Cold {
+        env: EnvId,
+        evict: Option<EnvId>,
+    },
     Throttled(ThrottleReason),
 }
 
@@ -244,7 +247,10 @@ impl Core {
             Some(_) => {}
             None => {
                 let capacity = self.unreserved_capacity(&function.account_id);
-                let account = self.accounts.entry(function.account_id.clone()).or_default();
+                let account = self
+                    .accounts
+                    .entry(function.account_id.clone())
+                    .or_default();
                 if account.busy_unreserved >= capacity {
                     return Some(Admission::Throttled(
                         ThrottleReason::ConcurrentInvocationLimitExceeded,
@@ -291,7 +297,10 @@ impl Core {
         let fstate = self.functions.entry(function.clone()).or_default();
         fstate.busy = fstate.busy.saturating_add_signed(delta);
         if fstate.reserved.is_none() {
-            let account = self.accounts.entry(function.account_id.clone()).or_default();
+            let account = self
+                .accounts
+                .entry(function.account_id.clone())
+                .or_default();
             account.busy_unreserved = account.busy_unreserved.saturating_add_signed(delta);
         }
     }
@@ -340,10 +349,11 @@ impl Core {
     }
 
     /// A cold start finished INIT. A failed start frees its slot; a provisioned one that
-    /// started becomes idle and ready.
-    pub fn env_started(&mut self, env: EnvId, ok: bool, now: Instant) {
+    /// started becomes idle and ready. Returns false if the environment is no longer
+    /// wanted (its pool's target shrank meanwhile): the caller shuts it down.
+    pub fn env_started(&mut self, env: EnvId, ok: bool, now: Instant) -> bool {
         let Some(e) = self.envs.get(&env).cloned() else {
-            return;
+            return false;
         };
         if e.provisioned {
             if ok {
@@ -351,7 +361,7 @@ impl Core {
             } else {
                 self.remove_env(env);
             }
-            return;
+            return ok;
         }
         if ok {
             if let Some(e) = self.envs.get_mut(&env) {
@@ -360,6 +370,7 @@ impl Core {
         } else {
             self.finish(env, false, now);
         }
+        ok
     }
 
     fn make_idle(&mut self, env: EnvId, now: Instant) {
@@ -526,14 +537,18 @@ impl Core {
             .map_or(0, |a| a.reserved_total);
         let new_total = account_reserved - previous.unwrap_or(0) + reserved.unwrap_or(0);
         if reserved.is_some()
-            && self.limits.account_concurrency.saturating_sub(new_total) < self.limits.min_unreserved
+            && self.limits.account_concurrency.saturating_sub(new_total)
+                < self.limits.min_unreserved
         {
             return Err(ReserveError::BelowMinimumUnreserved {
                 minimum: self.limits.min_unreserved,
             });
         }
         let busy = self.functions.get(function).map_or(0, |f| f.busy);
-        let account = self.accounts.entry(function.account_id.clone()).or_default();
+        let account = self
+            .accounts
+            .entry(function.account_id.clone())
+            .or_default();
         account.reserved_total = new_total;
         // Move the function's in-flight invocations between the shared and reserved pools.
         match (previous.is_some(), reserved.is_some()) {

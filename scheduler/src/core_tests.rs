@@ -35,7 +35,8 @@ impl Check {
     }
 
     fn pool(&mut self, id: u64, account: &str, name: &str) -> PoolId {
-        self.core.add_pool(PoolId(id), FunctionKey::new(account, name));
+        self.core
+            .add_pool(PoolId(id), FunctionKey::new(account, name));
         PoolId(id)
     }
 
@@ -67,7 +68,10 @@ fn cold_start_only_when_no_environment_is_idle_and_reuse_is_most_recent_first() 
     let p = c.pool(1, "a", "f");
     let e1 = env_of(c.run(p, 0.0));
     let e2 = env_of(c.run(p, 0.0));
-    assert!(matches!(c.run(p, 0.0), Admission::Cold { .. }), "both busy: cold");
+    assert!(
+        matches!(c.run(p, 0.0), Admission::Cold { .. }),
+        "both busy: cold"
+    );
     c.done(e1, 1.0);
     c.done(e2, 2.0);
     // e2 was used last, so it is reused first.
@@ -102,9 +106,21 @@ fn idle_environments_scale_to_zero_but_busy_ones_never_do() {
 #[test]
 fn reserved_concurrency_caps_the_function() {
     let table: &[(u32, usize, Option<ThrottleReason>)] = &[
-        (0, 0, Some(ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded)),
-        (1, 1, Some(ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded)),
-        (3, 3, Some(ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded)),
+        (
+            0,
+            0,
+            Some(ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded),
+        ),
+        (
+            1,
+            1,
+            Some(ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded),
+        ),
+        (
+            3,
+            3,
+            Some(ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded),
+        ),
     ];
     for &(reserved, admitted, reason) in table {
         let mut c = Check::new(|_| {});
@@ -115,7 +131,11 @@ fn reserved_concurrency_caps_the_function() {
         for _ in 0..admitted {
             env_of(c.run(p, 0.0));
         }
-        assert_eq!(c.run(p, 0.0), Admission::Throttled(reason.unwrap()), "R={reserved}");
+        assert_eq!(
+            c.run(p, 0.0),
+            Admission::Throttled(reason.unwrap()),
+            "R={reserved}"
+        );
     }
 }
 
@@ -205,7 +225,10 @@ fn new_environments_are_rate_limited_per_function() {
     assert!(matches!(c.run(p, 1.0), Admission::Cold { .. }));
     assert!(matches!(c.run(p, 1.0), Admission::Throttled(_)));
     let q = c.pool(2, "a", "g");
-    assert!(matches!(c.run(q, 1.0), Admission::Cold { .. }), "per function");
+    assert!(
+        matches!(c.run(q, 1.0), Admission::Cold { .. }),
+        "per function"
+    );
 }
 
 #[test]
@@ -228,7 +251,10 @@ fn broken_environments_are_not_kept() {
     let mut c = Check::new(|_| {});
     let p = c.pool(1, "a", "f");
     let e = env_of(c.run(p, 0.0));
-    assert_eq!(c.core.finish(e, false, c.at(1.0)), Some(Action::Shutdown(e)));
+    assert_eq!(
+        c.core.finish(e, false, c.at(1.0)),
+        Some(Action::Shutdown(e))
+    );
     assert!(matches!(c.run(p, 2.0), Admission::Cold { .. }));
 }
 
@@ -261,7 +287,9 @@ fn provisioned_environments_are_used_first_and_never_scale_to_zero() {
     assert_eq!(c.core.provisioned_ready(p), 0);
     let mut provisioned = Vec::new();
     for a in actions {
-        let Action::Provision { env, .. } = a else { panic!() };
+        let Action::Provision { env, .. } = a else {
+            panic!()
+        };
         c.core.env_started(env, true, c.at(0.0));
         provisioned.push(env);
     }
@@ -304,7 +332,10 @@ fn retired_pools_drain_and_disappear() {
     c.done(idle, 1.0);
     assert_eq!(c.core.retire_pool(p), vec![Action::Shutdown(idle)]);
     // The busy one is shut down when its invocation ends, then the pool is gone.
-    assert_eq!(c.core.finish(busy, true, c.at(2.0)), Some(Action::Shutdown(busy)));
+    assert_eq!(
+        c.core.finish(busy, true, c.at(2.0)),
+        Some(Action::Shutdown(busy))
+    );
     assert_eq!(c.core.pools().count(), 0);
     assert_eq!(c.core.admit(p, c.at(3.0)), None);
 }

@@ -23,6 +23,7 @@ use tokio::sync::{Notify, Semaphore};
 use crate::core::FunctionKey;
 use crate::pools::{InvokeError, Scheduler};
 use crate::record::InvocationMeta;
+use crate::telemetry::DeliveryTarget;
 
 #[derive(Debug, Clone)]
 pub struct DispatchConfig {
@@ -149,13 +150,21 @@ impl Dispatcher {
         let n = orphans.len();
         for event in orphans {
             let attempt = event.attempts + 1;
-            match self.inner.queue.attempt_outcome(&event.request_id, attempt).await? {
+            match self
+                .inner
+                .queue
+                .attempt_outcome(&event.request_id, attempt)
+                .await?
+            {
                 Some((outcome, error_type)) => {
                     let outcome = Outcome::parse(&outcome).unwrap_or(Outcome::FunctionError);
                     let settlement = self
                         .after_attempt(&event, outcome, error_type.as_deref(), None, None)
                         .await;
-                    self.inner.queue.settle(&event.event_id, &settlement).await?;
+                    self.inner
+                        .queue
+                        .settle(&event.event_id, &settlement)
+                        .await?;
                 }
                 None => {
                     let retry = Settlement::Retry {
@@ -233,7 +242,10 @@ impl Dispatcher {
     }
 
     async fn attempt(&self, event: &AsyncEvent) -> Settlement {
-        let Some(entry) = self.inner.catalog.function(&event.account_id, &event.function_name)
+        let Some(entry) = self
+            .inner
+            .catalog
+            .function(&event.account_id, &event.function_name)
         else {
             // The function was deleted: nothing to run, nobody to notify.
             return Settlement::Done { follow_up: None };
@@ -241,7 +253,9 @@ impl Dispatcher {
         let config = self.event_config(&entry, &event.qualifier);
         let max_age = config
             .maximum_event_age_in_seconds
-            .map_or(self.inner.config.default_max_age, |s| Duration::from_secs(s.into()));
+            .map_or(self.inner.config.default_max_age, |s| {
+                Duration::from_secs(s.into())
+            });
         if now_ms() - event.received_at_ms > max_age.as_millis() as i64 {
             self.inner
                 .stats
@@ -250,7 +264,13 @@ impl Dispatcher {
             return self.discard(&entry, event, Condition::EventAgeExceeded, None, None);
         }
         if entry.reserved_concurrency == Some(0) {
-            return self.discard(&entry, event, Condition::ZeroReservedConcurrency, None, None);
+            return self.discard(
+                &entry,
+                event,
+                Condition::ZeroReservedConcurrency,
+                None,
+                None,
+            );
         }
         let Some(version) = entry
             .version_for_invoke(&event.qualifier, rand::random())
@@ -260,9 +280,11 @@ impl Dispatcher {
         };
         let spec = self.inner.catalog.spec(&entry, &version);
         let function = FunctionKey::new(&entry.account_id, &entry.name);
-        let key = format!(
-            "{}/{}/{}/{}",
-            entry.account_id, entry.name, version.version, version.revision_id
+        let key = crate::pools::pool_key(
+            &entry.account_id,
+            &entry.name,
+            &version.version,
+            &version.revision_id,
         );
         let pool = self.inner.scheduler.pool_for(&key, &function, &spec);
         let arns = protocol::names::ArnBuilder::new(self.inner.catalog.region());
@@ -287,6 +309,11 @@ impl Dispatcher {
             request_bytes: event.payload.len() as u64,
             attempt: event.attempts + 1,
         };
+        let waited = Duration::from_millis((now_ms() - event.received_at_ms).max(0) as u64);
+        self.inner
+            .scheduler
+            .telemetry()
+            .queue_wait(&entry.account_id, &entry.name, waited);
         match self.inner.scheduler.invoke(pool, input, meta).await {
             Ok(result) if result.outcome == Outcome::PlatformError => self.back_off(event),
             Ok(result) => {
@@ -356,7 +383,14 @@ impl Dispatcher {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let follow_up = config.on_success.as_deref().and_then(|dest| {
                 let record = self.record(&entry, event, Condition::Success, attempts, result);
-                self.destination_event(&entry, dest, record)
+                let follow_up = self.destination_event(&entry, dest, record);
+                self.inner.scheduler.telemetry().delivery(
+                    &entry.account_id,
+                    &entry.name,
+                    DeliveryTarget::OnSuccess,
+                    follow_up.is_some(),
+                );
+                follow_up
             });
             return Settlement::Done { follow_up };
         }
@@ -366,6 +400,10 @@ impl Dispatcher {
                 .stats
                 .retries
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner
+                .scheduler
+                .telemetry()
+                .retry(&entry.account_id, &entry.name);
             let delay = self.inner.config.retry_base * attempts;
             return Settlement::Retry {
                 attempts,
@@ -375,7 +413,13 @@ impl Dispatcher {
         }
         let mut exhausted = event.clone();
         exhausted.attempts = attempts;
-        self.discard(&entry, &exhausted, Condition::RetriesExhausted, result, error_type)
+        self.discard(
+            &entry,
+            &exhausted,
+            Condition::RetriesExhausted,
+            result,
+            error_type,
+        )
     }
 
     /// Sends a discarded event to its on-failure destination, or else to the DLQ.
@@ -391,12 +435,19 @@ impl Dispatcher {
             .stats
             .delivered_failure
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let telemetry = self.inner.scheduler.telemetry();
+        telemetry.dropped(&entry.account_id, &entry.name, condition.as_str());
         let config = self.event_config(entry, &event.qualifier);
         if let Some(dest) = config.on_failure.as_deref() {
             let record = self.record(entry, event, condition, event.attempts, result);
-            return Settlement::Done {
-                follow_up: self.destination_event(entry, dest, record),
-            };
+            let follow_up = self.destination_event(entry, dest, record);
+            telemetry.delivery(
+                &entry.account_id,
+                &entry.name,
+                DeliveryTarget::OnFailure,
+                follow_up.is_some(),
+            );
+            return Settlement::Done { follow_up };
         }
         let dlq = entry
             .version_for_read(&event.qualifier)
@@ -408,9 +459,14 @@ impl Dispatcher {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(request_id = %event.request_id, error = error_type.unwrap_or(""), "dead-lettering an async event");
             // A DLQ receives the original event, as Lambda's does.
-            return Settlement::Done {
-                follow_up: self.destination_event(entry, &target, as_json(&event.payload)),
-            };
+            let follow_up = self.destination_event(entry, &target, as_json(&event.payload));
+            telemetry.delivery(
+                &entry.account_id,
+                &entry.name,
+                DeliveryTarget::DeadLetter,
+                follow_up.is_some(),
+            );
+            return Settlement::Done { follow_up };
         }
         Settlement::Done { follow_up: None }
     }
@@ -455,7 +511,12 @@ impl Dispatcher {
     }
 
     /// An Event invocation of the destination function carrying `payload`.
-    fn destination_event(&self, entry: &FunctionEntry, arn: &str, payload: Value) -> Option<AsyncEvent> {
+    fn destination_event(
+        &self,
+        entry: &FunctionEntry,
+        arn: &str,
+        payload: Value,
+    ) -> Option<AsyncEvent> {
         let target = FunctionRef::parse(arn).ok()?;
         let account = target
             .account_id

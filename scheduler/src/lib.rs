@@ -9,11 +9,13 @@ pub mod core;
 pub mod dispatch;
 pub mod pools;
 pub mod record;
+pub mod telemetry;
 
 #[cfg(test)]
 mod core_tests;
 
 pub use crate::core::{FunctionKey, Limits, PoolId, ReserveError, ThrottleReason};
-pub use pools::{InvokeError, PoolSnapshot, Scheduler, SchedulerStats};
-pub use record::{InvocationMeta, Recorder};
 pub use dispatch::{DispatchConfig, DispatchStats, Dispatcher};
+pub use pools::{InvokeError, PoolSnapshot, Scheduler, SchedulerStats, pool_key};
+pub use record::{InvocationMeta, Recorder};
+pub use telemetry::{DeliveryTarget, Telemetry};

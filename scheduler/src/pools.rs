@@ -4,15 +4,18 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use protocol::{
     EnvironmentError, ExecutionBackend, ExecutionEnvironment, InitializationType, InvocationInput,
     InvocationResult, SharedSpec, StartKind,
 };
 
+use crate::core::{
+    Action, Admission, Core, EnvId, FunctionKey, Limits, PoolCounts, PoolId, ThrottleReason,
+};
 use crate::record::{InvocationMeta, Recorder};
-use crate::core::{Action, Admission, Core, EnvId, FunctionKey, Limits, PoolCounts, PoolId, ThrottleReason};
+use crate::telemetry::Telemetry;
 
 /// Why an invocation did not run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,6 +52,7 @@ struct Registry {
 
 struct PoolEntry {
     key: String,
+    function: FunctionKey,
     spec: SharedSpec,
     init_type: InitializationType,
 }
@@ -60,6 +64,7 @@ struct Inner {
     idle: Mutex<HashMap<EnvId, Box<dyn ExecutionEnvironment>>>,
     registry: Mutex<Registry>,
     stats: SchedulerStats,
+    telemetry: Telemetry,
 }
 
 /// Lambda's execution semantics over an execution backend. Cheap to clone.
@@ -88,6 +93,7 @@ impl Scheduler {
                 idle: Mutex::new(HashMap::new()),
                 registry: Mutex::new(Registry::default()),
                 stats: SchedulerStats::default(),
+                telemetry: Telemetry::new(),
             }),
         }
     }
@@ -98,6 +104,10 @@ impl Scheduler {
 
     pub fn stats(&self) -> &SchedulerStats {
         &self.inner.stats
+    }
+
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.inner.telemetry
     }
 
     pub fn limits(&self) -> Limits {
@@ -123,6 +133,7 @@ impl Scheduler {
             id,
             PoolEntry {
                 key: key.to_owned(),
+                function: function.clone(),
                 spec: spec.clone(),
                 init_type,
             },
@@ -139,6 +150,13 @@ impl Scheduler {
             .map(|p| (p.spec.clone(), p.init_type))
     }
 
+    fn function_of(&self, pool: PoolId) -> Option<FunctionKey> {
+        lock(&self.inner.registry)
+            .pools
+            .get(&pool)
+            .map(|p| p.function.clone())
+    }
+
     pub fn recorder(&self) -> &Recorder {
         &self.inner.recorder
     }
@@ -153,12 +171,22 @@ impl Scheduler {
         meta: InvocationMeta,
     ) -> Result<InvocationResult, InvokeError> {
         let this = self.clone();
+        // A synchronous caller has waited since the gateway received the request; an async
+        // event's wait in the queue is not platform overhead.
+        let since = match meta.invocation_type {
+            protocol::InvocationType::Event => SystemTime::now(),
+            _ => meta.received_at,
+        };
         tokio::spawn(async move {
             let result = this.run(pool, input).await?;
-            this.inner
+            let record = this
+                .inner
                 .recorder
                 .record(&meta, &result)
                 .map_err(|e| InvokeError::Platform(format!("recording the invocation: {e}")))?;
+            let guest = result.duration + result.init_duration.unwrap_or_default();
+            let overhead = since.elapsed().unwrap_or_default().saturating_sub(guest);
+            this.inner.telemetry.invocation(&record, &result, overhead);
             Ok(result)
         })
         .await
@@ -183,6 +211,9 @@ impl Scheduler {
                     ThrottleReason::FunctionInvocationRateLimitExceeded => &stats.throttles_rate,
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
+                if let Some(function) = self.function_of(pool) {
+                    self.inner.telemetry.throttle(&function, reason);
+                }
                 return Err(InvokeError::Throttled(reason));
             }
             Some(Admission::Warm(env_id)) => match lock(&self.inner.idle).remove(&env_id) {
@@ -223,14 +254,19 @@ impl Scheduler {
             _ => stats.cold_starts.fetch_add(1, Ordering::Relaxed),
         };
         let keep = result.environment_reusable;
-        let action = lock(&self.inner.core).finish(env_id, keep, Instant::now());
-        match action {
-            Some(Action::Shutdown(_)) => {
-                stats.environments_shut_down.fetch_add(1, Ordering::Relaxed);
-                drop(env);
-            }
-            _ => {
-                lock(&self.inner.idle).insert(env_id, env);
+        {
+            // The environment must be in the idle map before the core may hand it out
+            // again, so both are updated under the core's lock.
+            let mut core = lock(&self.inner.core);
+            match core.finish(env_id, keep, Instant::now()) {
+                Some(Action::Shutdown(_)) => {
+                    stats.environments_shut_down.fetch_add(1, Ordering::Relaxed);
+                    drop(core);
+                    drop(env);
+                }
+                _ => {
+                    lock(&self.inner.idle).insert(env_id, env);
+                }
             }
         }
         Ok(result)
@@ -268,14 +304,18 @@ impl Scheduler {
                 None => None,
             };
             let ok = created.is_some();
+            let mut core = lock(&this.inner.core);
+            let wanted = core.env_started(env_id, ok, Instant::now());
             if let Some(env) = created {
                 this.inner
                     .stats
                     .environments_created
                     .fetch_add(1, Ordering::Relaxed);
-                lock(&this.inner.idle).insert(env_id, env);
+                if wanted {
+                    // Under the core's lock, as in `run`: idle in the core means present here.
+                    lock(&this.inner.idle).insert(env_id, env);
+                }
             }
-            lock(&this.inner.core).env_started(env_id, ok, Instant::now());
         });
     }
 
@@ -345,10 +385,15 @@ impl Scheduler {
         let reg = lock(&self.inner.registry);
         core.pools()
             .map(|(id, function)| PoolSnapshot {
-                key: reg.pools.get(&id).map(|p| p.key.clone()).unwrap_or_default(),
+                key: reg
+                    .pools
+                    .get(&id)
+                    .map(|p| p.key.clone())
+                    .unwrap_or_default(),
                 function: function.clone(),
                 counts: core.pool_counts(id),
                 in_flight_function: core.in_flight(function),
+                reserved: core.reserved(function),
             })
             .collect()
     }
@@ -369,6 +414,11 @@ impl Scheduler {
     }
 }
 
+/// The key of the pool serving one immutable spec: a new revision gets a new pool.
+pub fn pool_key(account_id: &str, name: &str, version: &str, revision_id: &str) -> String {
+    format!("{account_id}/{name}/{version}/{revision_id}")
+}
+
 /// One pool as operators see it.
 #[derive(Debug, Clone)]
 pub struct PoolSnapshot {
@@ -376,4 +426,12 @@ pub struct PoolSnapshot {
     pub function: FunctionKey,
     pub counts: PoolCounts,
     pub in_flight_function: u32,
+    pub reserved: Option<u32>,
+}
+
+impl PoolSnapshot {
+    /// The function version this pool runs (see [`pool_key`]).
+    pub fn version(&self) -> &str {
+        self.key.split('/').nth(2).unwrap_or_default()
+    }
 }

@@ -69,7 +69,10 @@ enum Write {
     EventConfig(EventInvokeRecord),
     DeleteEventConfig(String),
     Statement(PolicyStatement),
-    DeleteStatement { qualifier: String, statement_id: String },
+    DeleteStatement {
+        qualifier: String,
+        statement_id: String,
+    },
 }
 
 #[derive(Default)]
@@ -216,11 +219,14 @@ impl Catalog {
         {
             let key = (row.try_get("account_id")?, row.try_get("function_name")?);
             let config: String = row.try_get("config")?;
-            event_configs.entry(key).or_default().push(EventInvokeRecord {
-                qualifier: row.try_get("qualifier")?,
-                config: parse(&config, "event invoke config")?,
-                last_modified_ms: row.try_get("last_modified_ms")?,
-            });
+            event_configs
+                .entry(key)
+                .or_default()
+                .push(EventInvokeRecord {
+                    qualifier: row.try_get("qualifier")?,
+                    config: parse(&config, "event invoke config")?,
+                    last_modified_ms: row.try_get("last_modified_ms")?,
+                });
         }
         let mut statements: HashMap<(String, String), Vec<PolicyStatement>> = HashMap::new();
         for row in sqlx::query(
@@ -490,7 +496,11 @@ impl Catalog {
         Ok(entry)
     }
 
-    pub async fn delete_function(&self, account_id: &str, name: &str) -> Result<Arc<FunctionEntry>, CatalogError> {
+    pub async fn delete_function(
+        &self,
+        account_id: &str,
+        name: &str,
+    ) -> Result<Arc<FunctionEntry>, CatalogError> {
         let _guard = self.writer.lock().await;
         let entry = self
             .function(account_id, name)
@@ -506,10 +516,10 @@ impl Catalog {
             "DELETE FROM policy_statements WHERE account_id = $1 AND function_name = $2",
         ] {
             sqlx::query(statement)
-            .bind(account_id)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
+                .bind(account_id)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
@@ -534,7 +544,11 @@ impl Catalog {
             if expected_revision.is_some_and(|r| r != e.latest.revision_id) {
                 return Err(CatalogError::RevisionMismatch);
             }
-            let latest = Arc::new(VersionRecord::new(protocol::names::LATEST, config, now_ms()));
+            let latest = Arc::new(VersionRecord::new(
+                protocol::names::LATEST,
+                config,
+                now_ms(),
+            ));
             e.latest = latest.clone();
             Ok(((), vec![Write::Version(latest)]))
         })
@@ -581,7 +595,12 @@ impl Catalog {
         .await
     }
 
-    pub async fn delete_version(&self, account_id: &str, name: &str, version: u64) -> Result<Arc<FunctionEntry>, CatalogError> {
+    pub async fn delete_version(
+        &self,
+        account_id: &str,
+        name: &str,
+        version: u64,
+    ) -> Result<Arc<FunctionEntry>, CatalogError> {
         self.update(account_id, name, |e| {
             let v = e.version(&version.to_string()).cloned();
             if v.is_none() {
@@ -642,7 +661,12 @@ impl Catalog {
         .map(|(a, _)| a)
     }
 
-    pub async fn delete_alias(&self, account_id: &str, name: &str, alias: &str) -> Result<Arc<FunctionEntry>, CatalogError> {
+    pub async fn delete_alias(
+        &self,
+        account_id: &str,
+        name: &str,
+        alias: &str,
+    ) -> Result<Arc<FunctionEntry>, CatalogError> {
         self.update(account_id, name, |e| {
             if e.aliases.remove(alias).is_none() {
                 return Ok(((), vec![]));
@@ -663,7 +687,12 @@ impl Catalog {
         .map(|(_, e)| e)
     }
 
-    pub async fn set_reserved(&self, account_id: &str, name: &str, reserved: Option<u32>) -> Result<(), CatalogError> {
+    pub async fn set_reserved(
+        &self,
+        account_id: &str,
+        name: &str,
+        reserved: Option<u32>,
+    ) -> Result<(), CatalogError> {
         self.update(account_id, name, |e| {
             e.reserved_concurrency = reserved;
             Ok(((), vec![Write::Function]))
@@ -672,7 +701,12 @@ impl Catalog {
         .map(|_| ())
     }
 
-    pub async fn set_tags(&self, account_id: &str, name: &str, tags: BTreeMap<String, String>) -> Result<(), CatalogError> {
+    pub async fn set_tags(
+        &self,
+        account_id: &str,
+        name: &str,
+        tags: BTreeMap<String, String>,
+    ) -> Result<(), CatalogError> {
         self.update(account_id, name, |e| {
             e.tags = tags;
             Ok(((), vec![Write::Function]))
@@ -703,7 +737,12 @@ impl Catalog {
         .map(|(u, _)| u)
     }
 
-    pub async fn delete_url(&self, account_id: &str, name: &str, qualifier: &str) -> Result<(), CatalogError> {
+    pub async fn delete_url(
+        &self,
+        account_id: &str,
+        name: &str,
+        qualifier: &str,
+    ) -> Result<(), CatalogError> {
         self.update(account_id, name, |e| {
             let u = e.urls.remove(qualifier).ok_or(CatalogError::UrlNotFound)?;
             Ok(((), vec![Write::DeleteUrl(u.url_id.clone())]))
@@ -712,43 +751,74 @@ impl Catalog {
         .map(|_| ())
     }
 
-    pub async fn put_provisioned(&self, account_id: &str, name: &str, record: ProvisionedRecord) -> Result<(), CatalogError> {
+    pub async fn put_provisioned(
+        &self,
+        account_id: &str,
+        name: &str,
+        record: ProvisionedRecord,
+    ) -> Result<(), CatalogError> {
         self.update(account_id, name, |e| {
-            e.provisioned.insert(record.qualifier.clone(), record.clone());
+            e.provisioned
+                .insert(record.qualifier.clone(), record.clone());
             Ok(((), vec![Write::Provisioned(record)]))
         })
         .await
         .map(|_| ())
     }
 
-    pub async fn delete_provisioned(&self, account_id: &str, name: &str, qualifier: &str) -> Result<(), CatalogError> {
+    pub async fn delete_provisioned(
+        &self,
+        account_id: &str,
+        name: &str,
+        qualifier: &str,
+    ) -> Result<(), CatalogError> {
         self.update(account_id, name, |e| {
-            e.provisioned.remove(qualifier).ok_or(CatalogError::NotFound)?;
+            e.provisioned
+                .remove(qualifier)
+                .ok_or(CatalogError::NotFound)?;
             Ok(((), vec![Write::DeleteProvisioned(qualifier.to_owned())]))
         })
         .await
         .map(|_| ())
     }
 
-    pub async fn put_event_config(&self, account_id: &str, name: &str, record: EventInvokeRecord) -> Result<(), CatalogError> {
+    pub async fn put_event_config(
+        &self,
+        account_id: &str,
+        name: &str,
+        record: EventInvokeRecord,
+    ) -> Result<(), CatalogError> {
         self.update(account_id, name, |e| {
-            e.event_configs.insert(record.qualifier.clone(), record.clone());
+            e.event_configs
+                .insert(record.qualifier.clone(), record.clone());
             Ok(((), vec![Write::EventConfig(record)]))
         })
         .await
         .map(|_| ())
     }
 
-    pub async fn delete_event_config(&self, account_id: &str, name: &str, qualifier: &str) -> Result<(), CatalogError> {
+    pub async fn delete_event_config(
+        &self,
+        account_id: &str,
+        name: &str,
+        qualifier: &str,
+    ) -> Result<(), CatalogError> {
         self.update(account_id, name, |e| {
-            e.event_configs.remove(qualifier).ok_or(CatalogError::NotFound)?;
+            e.event_configs
+                .remove(qualifier)
+                .ok_or(CatalogError::NotFound)?;
             Ok(((), vec![Write::DeleteEventConfig(qualifier.to_owned())]))
         })
         .await
         .map(|_| ())
     }
 
-    pub async fn add_statement(&self, account_id: &str, name: &str, statement: PolicyStatement) -> Result<(), CatalogError> {
+    pub async fn add_statement(
+        &self,
+        account_id: &str,
+        name: &str,
+        statement: PolicyStatement,
+    ) -> Result<(), CatalogError> {
         self.update(account_id, name, |e| {
             if e.policy.iter().any(|s| {
                 s.qualifier == statement.qualifier && s.statement_id == statement.statement_id
@@ -762,7 +832,13 @@ impl Catalog {
         .map(|_| ())
     }
 
-    pub async fn remove_statement(&self, account_id: &str, name: &str, qualifier: &str, statement_id: &str) -> Result<(), CatalogError> {
+    pub async fn remove_statement(
+        &self,
+        account_id: &str,
+        name: &str,
+        qualifier: &str,
+        statement_id: &str,
+    ) -> Result<(), CatalogError> {
         self.update(account_id, name, |e| {
             let before = e.policy.len();
             e.policy

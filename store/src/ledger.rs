@@ -14,7 +14,7 @@
 //!   returns; invocations never fail because of it.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,7 +24,7 @@ use protocol::LedgerRecord;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::db::{Db, StoreError};
+use crate::db::{Backend, Db, StoreError};
 
 /// One invocation's log text, kept for `lamina logs` with bounded retention.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,7 +105,9 @@ pub struct Spool {
 
 impl std::fmt::Debug for Spool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Spool").field("dir", &self.inner.dir).finish()
+        f.debug_struct("Spool")
+            .field("dir", &self.inner.dir)
+            .finish()
     }
 }
 
@@ -171,7 +173,11 @@ impl Spool {
             }
         }
         {
-            let mut seg = self.inner.current.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut seg = self
+                .inner
+                .current
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             seg.file.write_all(&buf)?;
             seg.bytes += buf.len() as u64;
             if seg.bytes >= self.inner.segment_bytes {
@@ -210,8 +216,69 @@ pub struct LedgerWriter {
     db: Db,
     batch_size: usize,
     linger: Duration,
-    /// How far into each segment the writer has committed, by sequence number.
-    offsets: std::collections::HashMap<u64, u64>,
+    /// Where the writer is reading: each spooled byte is read once.
+    cursor: Option<Cursor>,
+}
+
+/// Bytes read from a segment per fill, bounding memory whatever the backlog.
+const MAX_READ: u64 = 4 << 20;
+/// A longer line cannot be an entry the spool wrote.
+const MAX_LINE: usize = 16 << 20;
+
+/// The writer's position in one segment: the file read sequentially, with the bytes read
+/// but not yet inserted.
+struct Cursor {
+    seq: u64,
+    file: File,
+    buf: Vec<u8>,
+    /// Bytes of `buf` already inserted.
+    start: usize,
+    /// Whether the last fill stopped at the end of the file.
+    at_end: bool,
+}
+
+impl Cursor {
+    fn open(dir: &Path, seq: u64) -> std::io::Result<Cursor> {
+        Ok(Cursor {
+            seq,
+            file: File::open(segment_path(dir, seq))?,
+            buf: Vec::new(),
+            start: 0,
+            at_end: false,
+        })
+    }
+
+    /// Reads what was appended since the last fill.
+    fn fill(&mut self) -> std::io::Result<()> {
+        if self.start > 0 && self.start * 2 >= self.buf.len() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        let read = (&mut self.file).take(MAX_READ).read_to_end(&mut self.buf)?;
+        self.at_end = (read as u64) < MAX_READ;
+        Ok(())
+    }
+
+    /// Up to `max` complete lines after `start` (a line still being written has no
+    /// newline yet and waits), and the position just past them.
+    fn lines(&self, max: usize) -> (Vec<&[u8]>, usize) {
+        let mut lines = Vec::new();
+        let mut pos = self.start;
+        while lines.len() < max {
+            match self.buf[pos..].iter().position(|b| *b == b'\n') {
+                Some(n) => {
+                    lines.push(&self.buf[pos..pos + n]);
+                    pos += n + 1;
+                }
+                None => break,
+            }
+        }
+        if lines.is_empty() && self.buf.len() - self.start > MAX_LINE {
+            // No entry is this long: treat the run as one corrupt line.
+            return (vec![&self.buf[self.start..]], self.buf.len());
+        }
+        (lines, pos)
+    }
 }
 
 /// What one pass over the spool did.
@@ -229,7 +296,7 @@ impl LedgerWriter {
             db,
             batch_size: config.batch_size.max(1),
             linger: config.linger,
-            offsets: Default::default(),
+            cursor: None,
         }
     }
 
@@ -284,97 +351,69 @@ impl LedgerWriter {
     /// segments that are rotated and fully inserted.
     pub async fn drain_once(&mut self) -> Result<Drained, StoreError> {
         let dir = self.spool.inner.dir.clone();
-        let current = self.spool.current_seq();
-        for seq in list_segments(&dir)? {
-            let path = segment_path(&dir, seq);
-            let offset = self.offsets.get(&seq).copied().unwrap_or(0);
-            let (lines, consumed) = read_lines(&path, offset, self.batch_size)?;
+        loop {
+            let current = self.spool.current_seq();
+            let cursor = match &mut self.cursor {
+                Some(c) => c,
+                None => {
+                    let Some(&seq) = list_segments(&dir)?.first() else {
+                        return Ok(Drained {
+                            entries: 0,
+                            caught_up: true,
+                        });
+                    };
+                    self.cursor.insert(Cursor::open(&dir, seq)?)
+                }
+            };
+            cursor.fill()?;
+            let (lines, next) = cursor.lines(self.batch_size);
             if lines.is_empty() {
-                if seq < current {
-                    // Rotated and fully committed: its entries are all in the database.
-                    std::fs::remove_file(&path)?;
-                    self.offsets.remove(&seq);
+                if cursor.seq < current && cursor.at_end {
+                    // Rotated and fully inserted: its entries are all in the database.
+                    std::fs::remove_file(segment_path(&dir, cursor.seq))?;
+                    self.cursor = None;
                     continue;
                 }
-                continue;
+                return Ok(Drained {
+                    entries: 0,
+                    caught_up: cursor.at_end,
+                });
             }
-            let entries = self.parse(&lines);
+            let count = lines.len() as u64;
+            let entries = parse(self.spool.stats(), &lines);
             insert_entries(&self.db, &entries).await?;
-            self.offsets.insert(seq, offset + consumed);
+            cursor.start = next;
             let stats = self.spool.stats();
-            stats
-                .committed
-                .fetch_add(lines.len() as u64, Ordering::Relaxed);
-            if stats.committed.load(Ordering::Relaxed) >= stats.appended.load(Ordering::Relaxed)
-            {
+            stats.committed.fetch_add(count, Ordering::Relaxed);
+            if stats.committed.load(Ordering::Relaxed) >= stats.appended.load(Ordering::Relaxed) {
                 stats.oldest_pending_us.store(0, Ordering::Relaxed);
             }
             return Ok(Drained {
-                entries: lines.len() as u64,
+                entries: count,
                 caught_up: false,
             });
         }
-        Ok(Drained {
-            entries: 0,
-            caught_up: true,
-        })
-    }
-
-    fn parse(&self, lines: &[Vec<u8>]) -> Vec<SpoolEntry> {
-        lines
-            .iter()
-            .filter_map(|line| match serde_json::from_slice::<SpoolEntry>(line) {
-                Ok(e) => Some(e),
-                Err(err) => {
-                    self.spool
-                        .stats()
-                        .corrupt
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = %err, "skipping a corrupt ledger spool line");
-                    None
-                }
-            })
-            .collect()
     }
 }
 
-/// Reads up to `max` complete lines starting at `offset`; returns them and the bytes
-/// they span. A trailing line without its newline is still being written: leave it.
-fn read_lines(path: &Path, offset: u64, max: usize) -> std::io::Result<(Vec<Vec<u8>>, u64)> {
-    let mut file = File::open(path)?;
-    let len = file.metadata()?.len();
-    if len <= offset {
-        return Ok((Vec::new(), 0));
-    }
-    file.seek(SeekFrom::Start(offset))?;
-    // Lines are small (under 1 KB for invocations, bounded for logs); reading a window
-    // keeps memory bounded whatever the backlog.
-    let window = (len - offset).min(8 << 20) as usize;
-    let mut buf = vec![0u8; window];
-    file.read_exact(&mut buf)?;
-    let mut lines = Vec::new();
-    let mut consumed = 0usize;
-    let mut start = 0usize;
-    for (i, b) in buf.iter().enumerate() {
-        if *b == b'\n' {
-            lines.push(buf[start..i].to_vec());
-            start = i + 1;
-            consumed = start;
-            if lines.len() >= max {
-                break;
+fn parse(stats: &LedgerStats, lines: &[&[u8]]) -> Vec<SpoolEntry> {
+    lines
+        .iter()
+        .filter_map(|line| match serde_json::from_slice::<SpoolEntry>(line) {
+            Ok(e) => Some(e),
+            Err(err) => {
+                stats.corrupt.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %err, "skipping a corrupt ledger spool line");
+                None
             }
-        }
-    }
-    if lines.is_empty() && window == 8 << 20 {
-        // A single line larger than the window: it cannot be valid, skip it.
-        return Ok((vec![buf], window as u64));
-    }
-    Ok((lines, consumed as u64))
+        })
+        .collect()
 }
 
-/// `($1, $2, ...), (...), ...` for `rows` rows of `columns` values each. Numbered
-/// placeholders are what both PostgreSQL and SQLite accept.
-fn values_clause(rows: usize, columns: usize) -> String {
+/// `(p, p, ...), (...), ...` for `rows` rows of `columns` values each. PostgreSQL needs
+/// numbered placeholders; SQLite gets anonymous ones, because it resolves numbered
+/// ones by a linear search per bind (quadratic over a batch of thousands).
+fn values_clause(backend: Backend, rows: usize, columns: usize) -> String {
     let mut sql = String::with_capacity(rows * columns * 6);
     for r in 0..rows {
         sql.push_str(if r == 0 { "(" } else { ",(" });
@@ -382,8 +421,13 @@ fn values_clause(rows: usize, columns: usize) -> String {
             if c > 0 {
                 sql.push(',');
             }
-            sql.push('$');
-            sql.push_str(&(r * columns + c + 1).to_string());
+            match backend {
+                Backend::Postgres => {
+                    sql.push('$');
+                    sql.push_str(&(r * columns + c + 1).to_string());
+                }
+                Backend::Sqlite => sql.push('?'),
+            }
         }
         sql.push(')');
     }
@@ -418,7 +462,7 @@ pub async fn insert_entries(db: &Db, entries: &[SpoolEntry]) -> Result<(), Store
              ended_at_us, init_ms, duration_ms, billed_ms, memory_size_mb, max_memory_used_mb, \
              gb_seconds, outcome, error_type, start_kind, request_bytes, response_bytes, cost_usd) \
              VALUES {} ON CONFLICT (request_id, attempt) DO NOTHING",
-            values_clause(chunk.len(), INVOCATION_COLUMNS)
+            values_clause(db.backend(), chunk.len(), INVOCATION_COLUMNS)
         );
         // The statement is built from constants and row counts only; values are bound.
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -453,7 +497,7 @@ pub async fn insert_entries(db: &Db, entries: &[SpoolEntry]) -> Result<(), Store
         let sql = format!(
             "INSERT INTO function_logs (request_id, attempt, account_id, function_name, version, \
              logged_at_us, log_text) VALUES {} ON CONFLICT (request_id, attempt) DO NOTHING",
-            values_clause(chunk.len(), LOG_COLUMNS)
+            values_clause(db.backend(), chunk.len(), LOG_COLUMNS)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for l in chunk {
@@ -476,6 +520,11 @@ pub async fn insert_entries(db: &Db, entries: &[SpoolEntry]) -> Result<(), Store
 mod tests {
     #[test]
     fn values_are_numbered_across_rows() {
-        assert_eq!(super::values_clause(2, 3), "($1,$2,$3),($4,$5,$6)");
+        use crate::db::Backend;
+        assert_eq!(
+            super::values_clause(Backend::Postgres, 2, 3),
+            "($1,$2,$3),($4,$5,$6)"
+        );
+        assert_eq!(super::values_clause(Backend::Sqlite, 2, 2), "(?,?),(?,?)");
     }
 }

@@ -4,12 +4,14 @@
 //! - [`catalog`]: functions, versions, aliases and their settings, mirrored in memory.
 //! - [`ledger`]: the billing ledger and its crash-proof spool.
 //! - [`queue`]: the durable queue of asynchronous invocations.
+//! - [`reports`]: function logs and usage read back from the ledger.
 
 pub mod catalog;
 pub mod db;
 pub mod ledger;
 pub mod queue;
 pub mod records;
+pub mod reports;
 
 pub use catalog::{Catalog, CatalogError};
 pub use db::{Backend, Db, StoreError};

@@ -95,10 +95,7 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<AsyncEvent, sqlx::Error> {
     })
 }
 
-async fn insert(
-    conn: &mut sqlx::AnyConnection,
-    e: &AsyncEvent,
-) -> Result<(), sqlx::Error> {
+async fn insert(conn: &mut sqlx::AnyConnection, e: &AsyncEvent) -> Result<(), sqlx::Error> {
     sqlx::query(concat!(
         "INSERT INTO async_events (",
         columns!(),
@@ -147,10 +144,7 @@ impl Queue {
         .bind(limit as i64)
         .fetch_all(self.db.pool())
         .await?;
-        let mut events = rows
-            .iter()
-            .map(from_row)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut events = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
         events.sort_by_key(|e| e.not_before_ms);
         Ok(events)
     }
@@ -224,9 +218,10 @@ impl Queue {
 
     /// Queue depth and the receive time of the oldest waiting event.
     pub async fn depth(&self) -> Result<(u64, Option<i64>), StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) AS n, MIN(received_at_ms) AS oldest FROM async_events")
-            .fetch_one(self.db.pool())
-            .await?;
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n, MIN(received_at_ms) AS oldest FROM async_events")
+                .fetch_one(self.db.pool())
+                .await?;
         let n: i64 = row.try_get("n")?;
         let oldest: Option<i64> = row.try_get("oldest")?;
         Ok((n as u64, oldest))

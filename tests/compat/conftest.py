@@ -5,8 +5,13 @@ The suite runs against the embedded SQLite and against PostgreSQL
 (LAMINA_TEST_POSTGRES, default postgres://postgres@127.0.0.1:5432/postgres). Without a
 reachable PostgreSQL the PostgreSQL half is skipped with a visible reason, except under
 CI=true, where that is a failure.
+
+Helpers the test modules share (`unique`, `wasm_zip`, `expect_error`, `arn`...) live here
+too, so every module imports them from one place.
 """
 
+import base64
+import hashlib
 import io
 import os
 import pathlib
@@ -23,13 +28,16 @@ import zipfile
 import boto3
 import pytest
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "guests" / "target" / "fixtures"
 LAMINA_BIN = os.environ.get("LAMINA_BIN", str(ROOT / "target" / "debug" / "lamina"))
 PG_ADMIN = os.environ.get("LAMINA_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/postgres")
 REGION = "us-east-1"
+ACCOUNT = "000000000000"
 ROLE = "arn:aws:iam::000000000000:role/lambda-role"
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 def fixture_bytes(name):
@@ -39,10 +47,15 @@ def fixture_bytes(name):
 
 
 def zip_of(files):
+    """A zip with fixed timestamps: the same files always give the same bytes, so the
+    same fixture is one content-addressed package, compiled once for the whole suite."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for name, data in files.items():
-            z.writestr(name, data)
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            z.writestr(info, data)
     return buf.getvalue()
 
 
@@ -52,6 +65,38 @@ def wasm_zip(fixture, handler="function.wasm"):
 
 def unique(prefix="fn"):
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def code_sha256(zip_bytes):
+    """CodeSha256 as Lambda reports it: base64 of the zip's SHA-256."""
+    return base64.b64encode(hashlib.sha256(zip_bytes).digest()).decode()
+
+
+def arn(name, qualifier=None, region=REGION):
+    base = f"arn:aws:lambda:{region}:{ACCOUNT}:function:{name}"
+    return f"{base}:{qualifier}" if qualifier else base
+
+
+def expect_error(client, code, status, call, message=None):
+    """Runs `call`, which must fail with Lambda's error `code` and HTTP `status`, and
+    returns the ClientError. Modeled errors must surface as botocore's own exception
+    class (so `except client.exceptions.X` works); the rest as a plain ClientError."""
+    with pytest.raises(ClientError) as info:
+        call()
+    e = info.value
+    meta = e.response["ResponseMetadata"]
+    assert (e.response["Error"]["Code"], meta["HTTPStatusCode"]) == (code, status), e.response
+    assert meta["HTTPHeaders"].get("x-amzn-errortype") == code
+    assert UUID_RE.match(meta.get("RequestId", "")), meta
+    modeled = getattr(client.exceptions, code, None)
+    if modeled is not None:
+        assert isinstance(e, modeled), f"{type(e)} is not {modeled}"
+        assert e.response.get("Type") == "User", e.response
+    else:
+        assert type(e) is ClientError, type(e)
+    if message is not None:
+        assert e.response["Error"]["Message"] == message
+    return e
 
 
 def postgres_database():
@@ -67,6 +112,17 @@ def postgres_database():
     except Exception as e:  # noqa: BLE001 - any failure means "no server"
         return None, f"{PG_ADMIN} unreachable: {e}"
     return PG_ADMIN.rsplit("/", 1)[0] + "/" + name, None
+
+
+def drop_postgres_database(url):
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    try:
+        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    except Exception:  # noqa: BLE001 - leaving a scratch database behind is harmless
+        pass
 
 
 class Lamina:
@@ -157,6 +213,7 @@ def backend(request):
         if os.environ.get("CI") == "true":
             pytest.fail(f"PostgreSQL is required under CI=true: {why}")
         pytest.skip(f"PostgreSQL backend: {why}")
+    request.addfinalizer(lambda: drop_postgres_database(url))
     return url
 
 
@@ -177,39 +234,68 @@ def client(lamina):
 
 
 @pytest.fixture
-def make_function(client):
-    """Creates functions from fixtures and deletes them afterwards."""
-    created = []
+def unvalidated(lamina):
+    """A client that sends what it is given, so the server's own validation answers."""
+    return lamina.client(parameter_validation=False)
 
-    def make(fixture="echo", name=None, **kwargs):
-        name = name or unique(fixture)
+
+class FunctionFactory:
+    """Creates functions from fixtures and deletes them after the test."""
+
+    def __init__(self, client):
+        self.client = client
+        self.created = []
+
+    def create(self, fixture="echo", name=None, **kwargs):
+        """CreateFunction's response."""
         params = dict(
-            FunctionName=name,
+            FunctionName=name or unique(fixture),
             Runtime="wasm",
             Role=ROLE,
             Handler="function.wasm",
             Code={"ZipFile": wasm_zip(fixture)},
         )
         params.update(kwargs)
-        client.create_function(**params)
-        created.append(name)
-        return name
+        response = self.client.create_function(**params)
+        self.created.append(response["FunctionName"])
+        return response
 
-    yield make
-    for name in created:
-        try:
-            client.delete_function(FunctionName=name)
-        except client.exceptions.ResourceNotFoundException:
-            pass
+    def __call__(self, fixture="echo", name=None, **kwargs):
+        """The new function's name."""
+        return self.create(fixture, name, **kwargs)["FunctionName"]
+
+    def cleanup(self):
+        for name in self.created:
+            try:
+                self.client.delete_function(FunctionName=name)
+            except self.client.exceptions.ResourceNotFoundException:
+                pass
+
+
+@pytest.fixture
+def make_function(client):
+    factory = FunctionFactory(client)
+    yield factory
+    factory.cleanup()
 
 
 @pytest.fixture
 def tmp_node(tmp_path, backend):
-    """A private node for tests that stop or kill it."""
+    """A private node for tests that stop or kill it. `start(data_dir)` again on the same
+    directory restarts it on the same database (a private one on PostgreSQL, so the
+    session's node never shares its catalog)."""
     nodes = []
+    databases = {}
 
     def start(data_dir=None, extra=()):
-        node = Lamina(data_dir or tmp_path / f"node{len(nodes)}", backend, extra=extra).start()
+        data_dir = pathlib.Path(data_dir or tmp_path / f"node{len(nodes)}")
+        url = None
+        if backend is not None:
+            if data_dir not in databases:
+                databases[data_dir], why = postgres_database()
+                assert databases[data_dir], why
+            url = databases[data_dir]
+        node = Lamina(data_dir, url, extra=extra).start()
         nodes.append(node)
         return node
 
@@ -219,6 +305,8 @@ def tmp_node(tmp_path, backend):
             n.stop()
         except Exception:  # noqa: BLE001 - already dead is fine
             pass
+    for url in databases.values():
+        drop_postgres_database(url)
 
 
 def tmp_dir():

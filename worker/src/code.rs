@@ -116,7 +116,10 @@ impl CodeCache {
         self.by_package
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert((code.digest.clone(), code.handler.clone()), prepared.clone());
+            .insert(
+                (code.digest.clone(), code.handler.clone()),
+                prepared.clone(),
+            );
         Ok(prepared)
     }
 
@@ -176,7 +179,11 @@ impl CodeCache {
         } else {
             Err(PrepareError::InvalidCode(format!(
                 "The component exports none of lamina:function/handler, wasi:http/incoming-handler or wasi:cli/run (it exports: {}).",
-                if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") }
+                if exports.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    exports.join(", ")
+                }
             )))
         }
     }
@@ -292,8 +299,14 @@ mod tests {
     #[test]
     fn handler_paths_stay_inside_the_package() {
         let root = Path::new("/pkg");
-        assert_eq!(handler_path(root, "a/b.wasm").unwrap(), Path::new("/pkg/a/b.wasm"));
-        assert_eq!(handler_path(root, "./f.wasm").unwrap(), Path::new("/pkg/./f.wasm"));
+        assert_eq!(
+            handler_path(root, "a/b.wasm").unwrap(),
+            Path::new("/pkg/a/b.wasm")
+        );
+        assert_eq!(
+            handler_path(root, "./f.wasm").unwrap(),
+            Path::new("/pkg/./f.wasm")
+        );
         for bad in ["", "../x.wasm", "/etc/passwd", "a/../../x"] {
             assert!(handler_path(root, bad).is_err(), "{bad}");
         }

@@ -18,9 +18,12 @@ pub struct PoolConfig {
     /// function's MemorySize is enforced per store below this.
     pub max_memory_size: usize,
     pub table_elements: usize,
-    /// Bytes of each memory slot kept resident after an instance is dropped. Zero returns
-    /// everything to the OS, which is what scale-to-zero promises.
+    /// Bytes of each memory slot kept resident after an instance is dropped, so the next
+    /// instance in that slot does not fault those pages in again. Bounded, so that
+    /// scale-to-zero still returns nearly everything to the OS.
     pub linear_memory_keep_resident: usize,
+    /// The same for table slots.
+    pub table_keep_resident: usize,
 }
 
 impl Default for PoolConfig {
@@ -35,6 +38,7 @@ impl Default for PoolConfig {
             max_memory_size: 4 << 30,
             table_elements: 100_000,
             linear_memory_keep_resident: 0,
+            table_keep_resident: 0,
         }
     }
 }

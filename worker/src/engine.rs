@@ -34,7 +34,7 @@ pub(crate) fn build_engine(config: &WorkerConfig) -> Result<Engine, WorkerError>
             .max_tables_per_component(config.max_tables as u32)
             .max_core_instances_per_component(config.max_instances as u32)
             .linear_memory_keep_resident(p.linear_memory_keep_resident)
-            .table_keep_resident(0);
+            .table_keep_resident(p.table_keep_resident);
         wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     Engine::new(&wasm).map_err(|e| WorkerError::Engine(format!("{e:#}")))

@@ -4,7 +4,6 @@
 //! before the next invocation (Lambda's "suppressed init"); the environment itself, and
 //! its `/tmp`, survive, as they do on Lambda.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -27,7 +26,7 @@ use crate::bindings::exports::lamina::function::handler::Context as GuestContext
 use crate::capture::Capture;
 use crate::code::{Compiled, Prepared};
 use crate::failure::{Failure, classify};
-use crate::host::{self, GuestIo, GuestLimiter, Guarded, HostState, guarded_store};
+use crate::host::{self, Guarded, GuestIo, GuestLimiter, HostState, guarded_store};
 
 /// The live guest of an environment.
 enum Instance {
@@ -66,7 +65,7 @@ pub(crate) struct Environment {
     prepared: Arc<Prepared>,
     init_type: InitializationType,
     env_vars: Vec<(String, String)>,
-    tmp_dir: TmpDir,
+    tmp_dir: crate::scratch::ScratchDir,
     /// Guest stdout and stderr of handler and HTTP guests (and stderr of commands).
     logs: Capture,
     instance: Instance,
@@ -74,19 +73,6 @@ pub(crate) struct Environment {
     init_error: Option<FunctionError>,
     /// Whether this environment has served an invocation (later INITs are resets).
     served_any: bool,
-}
-
-/// A directory removed when the environment shuts down.
-struct TmpDir(PathBuf);
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.0)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(dir = %self.0.display(), error = %e, "could not remove an environment's /tmp");
-        }
-    }
 }
 
 fn epoch_ms(t: SystemTime) -> u64 {
@@ -132,11 +118,7 @@ impl Environment {
         prepared: Arc<Prepared>,
         init_type: InitializationType,
     ) -> std::io::Result<Self> {
-        let tmp = shared
-            .config
-            .scratch_dir
-            .join(uuid::Uuid::new_v4().to_string());
-        tokio::fs::create_dir_all(&tmp).await?;
+        let tmp = shared.scratch.take()?;
         let env_vars = spec.guest_environment(init_type);
         let mut env = Environment {
             logs: Capture::new(shared.config.max_log_bytes),
@@ -145,7 +127,7 @@ impl Environment {
             prepared,
             init_type,
             env_vars,
-            tmp_dir: TmpDir(tmp),
+            tmp_dir: tmp,
             instance: Instance::Uninitialised,
             pending_init: None,
             init_error: None,
@@ -175,14 +157,18 @@ impl Environment {
         GuestIo {
             env: &self.env_vars,
             task_root: &self.spec.code.root,
-            tmp_dir: &self.tmp_dir.0,
+            tmp_dir: self.tmp_dir.path(),
             stdin,
             stdout,
             stderr: self.logs.clone(),
         }
     }
 
-    fn new_store(&self, stdin: Option<Bytes>, stdout: Capture) -> Result<Store<HostState>, Failure> {
+    fn new_store(
+        &self,
+        stdin: Option<Bytes>,
+        stdout: Capture,
+    ) -> Result<Store<HostState>, Failure> {
         let state = host::component_state(
             self.io(stdin, stdout),
             self.limiter(),
@@ -315,9 +301,10 @@ impl Environment {
                         };
                     }
                 };
-                let call = bindings
-                    .lamina_function_handler()
-                    .call_handle(&mut *store, &event, &context);
+                let call =
+                    bindings
+                        .lamina_function_handler()
+                        .call_handle(&mut *store, &event, &context);
                 let ended = guard(timeout, call).await;
                 let response = match settle(ended, store, &self.logs, timeout) {
                     Ok(Ok(bytes)) if bytes.len() > MAX_RESPONSE_PAYLOAD => {
@@ -467,11 +454,20 @@ impl Environment {
         let max_memory_used_mb = mb_ceil(served.peak_bytes).max(1);
 
         let mut log = String::new();
-        if let Some(i) = &init {
+        if let Some(i) = &init
+            && !i.log.is_empty()
+        {
             log.push_str(&i.log);
+            if !log.ends_with('\n') {
+                log.push('\n');
+            }
         }
         log.push_str(&start_line(&request_id, &self.spec.version));
         log.push_str(&self.logs.take_text());
+        // Guest output without a final newline must not swallow the platform's own lines.
+        if !log.ends_with('\n') {
+            log.push('\n');
+        }
         if let Some(e) = &error
             && outcome != Outcome::Success
         {

@@ -95,7 +95,13 @@ fn describe_trap(trap: &wasmtime::Trap, log: &str) -> String {
     {
         return panic;
     }
-    format!("wasm trap: {trap}")
+    // wasmtime's Display for a Trap already reads "wasm trap: ...".
+    let text = trap.to_string();
+    if text.starts_with("wasm trap: ") {
+        text
+    } else {
+        format!("wasm trap: {text}")
+    }
 }
 
 fn panic_message(log: &str) -> Option<String> {

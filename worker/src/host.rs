@@ -117,7 +117,9 @@ impl WasiHttpHooks for EgressPolicy {
         let host = request.uri().host().unwrap_or("").to_owned();
         if !self.allows(&host) {
             return Box::new(async move {
-                Err(wasmtime_wasi_http::Error::from(ErrorCode::HttpRequestDenied))
+                Err(wasmtime_wasi_http::Error::from(
+                    ErrorCode::HttpRequestDenied,
+                ))
             });
         }
         _ = fut;

@@ -12,6 +12,7 @@ mod engine;
 mod environment;
 mod failure;
 mod host;
+mod scratch;
 
 use std::sync::Arc;
 
@@ -47,6 +48,7 @@ pub enum WorkerError {
 pub(crate) struct Shared {
     pub(crate) engine: wasmtime::Engine,
     pub(crate) config: WorkerConfig,
+    pub(crate) scratch: Arc<scratch::ScratchPool>,
 }
 
 /// Runs guests. Cheap to clone.
@@ -68,7 +70,7 @@ impl Worker {
     /// Builds the engine and linkers and starts the epoch ticker.
     pub fn new(config: WorkerConfig) -> Result<Self, WorkerError> {
         std::fs::create_dir_all(&config.cache_dir)?;
-        std::fs::create_dir_all(&config.scratch_dir)?;
+        let scratch = Arc::new(scratch::ScratchPool::open(&config.scratch_dir)?);
         let engine = engine::build_engine(&config)?;
         if config.epoch_interruption {
             engine::start_epoch_ticker(&engine, config.epoch_tick)?;
@@ -85,9 +87,7 @@ impl Worker {
         })
         .map_err(link)?;
 
-        let artifact_dir = config
-            .cache_dir
-            .join(engine::compatibility_tag(&engine));
+        let artifact_dir = config.cache_dir.join(engine::compatibility_tag(&engine));
         std::fs::create_dir_all(&artifact_dir)?;
         let code = code::CodeCache::new(
             engine.clone(),
@@ -97,7 +97,11 @@ impl Worker {
             config.max_code_bytes,
         );
         Ok(Worker {
-            shared: Arc::new(Shared { engine, config }),
+            shared: Arc::new(Shared {
+                engine,
+                config,
+                scratch,
+            }),
             code: Arc::new(code),
         })
     }
@@ -151,5 +155,109 @@ impl ExecutionBackend for Worker {
             Some(failure::Failure::Platform(m)) => Err(EnvironmentError::Platform(m.clone())),
             _ => Ok(Box::new(Env(env))),
         }
+    }
+}
+
+/// Measurements of the engine without Lamina's machinery around it: the baselines the
+/// benchmarks in `bench/` compare the worker with. Not part of the runtime API.
+#[doc(hidden)]
+pub mod diagnostics {
+    use std::time::{Duration, Instant};
+
+    use protocol::CodePackage;
+
+    use crate::Worker;
+    use crate::capture::Capture;
+    use crate::code::Compiled;
+    use crate::host::{self, GuestIo, GuestLimiter, guarded_store};
+
+    fn io<'a>(code: &'a CodePackage, tmp: &'a std::path::Path) -> GuestIo<'a> {
+        GuestIo {
+            env: &[],
+            task_root: &code.root,
+            tmp_dir: tmp,
+            stdin: None,
+            stdout: Capture::new(1 << 16),
+            stderr: Capture::new(1 << 16),
+        }
+    }
+
+    /// Instantiates a handler guest in a fresh store `n` times without running INIT.
+    pub async fn instantiate(
+        worker: &Worker,
+        code: &CodePackage,
+        n: usize,
+    ) -> Result<Vec<Duration>, String> {
+        let prepared = worker.code.prepare(code).await.map_err(|e| e.to_string())?;
+        let Compiled::Handler(pre) = &prepared.compiled else {
+            return Err("not a handler guest".into());
+        };
+        let tmp = worker.shared.config.scratch_dir.clone();
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let limiter = GuestLimiter::new(128 << 20, &worker.shared.config);
+            let state =
+                host::component_state(io(code, &tmp), limiter, &[]).map_err(|e| e.to_string())?;
+            let mut store = guarded_store(&worker.shared.engine, state);
+            store.data_mut().deadline = Instant::now() + Duration::from_secs(10);
+            let started = Instant::now();
+            let instance = pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| e.to_string())?;
+            out.push(started.elapsed());
+            drop(instance);
+        }
+        Ok(out)
+    }
+
+    /// Calls a handler guest's `handle` `n` times on one instance, with no logs, report
+    /// or result assembly: the floor of a warm invocation.
+    pub async fn raw_handle(
+        worker: &Worker,
+        code: &CodePackage,
+        event: &[u8],
+        n: usize,
+    ) -> Result<Vec<Duration>, String> {
+        let prepared = worker.code.prepare(code).await.map_err(|e| e.to_string())?;
+        let Compiled::Handler(pre) = &prepared.compiled else {
+            return Err("not a handler guest".into());
+        };
+        let tmp = worker.shared.config.scratch_dir.clone();
+        let limiter = GuestLimiter::new(128 << 20, &worker.shared.config);
+        let state =
+            host::component_state(io(code, &tmp), limiter, &[]).map_err(|e| e.to_string())?;
+        let mut store = guarded_store(&worker.shared.engine, state);
+        store.data_mut().deadline = Instant::now() + Duration::from_secs(3600);
+        let bindings = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| e.to_string())?;
+        let handler = bindings.lamina_function_handler();
+        handler
+            .call_init(&mut store)
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.error_message)?;
+        let ctx = crate::bindings::exports::lamina::function::handler::Context {
+            request_id: "bench".into(),
+            function_name: "bench".into(),
+            function_version: "$LATEST".into(),
+            invoked_function_arn: "arn:aws:lambda:us-east-1:000000000000:function:bench".into(),
+            memory_limit_mb: 128,
+            deadline_ms: u64::MAX,
+            client_context: None,
+        };
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let started = Instant::now();
+            let r = handler
+                .call_handle(&mut store, event, &ctx)
+                .await
+                .map_err(|e| e.to_string())?;
+            out.push(started.elapsed());
+            drop(r);
+        }
+        Ok(out)
     }
 }

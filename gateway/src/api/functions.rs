@@ -16,7 +16,7 @@ use store::{CatalogError, VersionConfig};
 use super::{Caller, QualifierQuery, parse_body, scheduler_key};
 use crate::error::{ApiError, function_not_found};
 use crate::intake;
-use crate::state::AppState;
+use crate::state::{AppState, MissingFunction, Resolved};
 use crate::validate;
 use crate::wire::{Detail, function_configuration};
 
@@ -173,11 +173,16 @@ pub async fn create(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: CreateFunction = parse_body(&body)?;
-    let fref = protocol::names::FunctionRef::parse(&req.function_name)
-        .map_err(|e| ApiError::Validation(e.to_string()))?;
+    let fref = validate::new_function_name(&req.function_name)?;
     if fref.qualifier.is_some()
-        || fref.account_id.as_deref().is_some_and(|a| a != caller.account_id)
-        || fref.region.as_deref().is_some_and(|r| r != state.config.region)
+        || fref
+            .account_id
+            .as_deref()
+            .is_some_and(|a| a != caller.account_id)
+        || fref
+            .region
+            .as_deref()
+            .is_some_and(|r| r != state.config.region)
     {
         return Err(ApiError::InvalidParameterValue(format!(
             "The function name {} is not valid for CreateFunction in this account and region.",
@@ -216,7 +221,8 @@ pub async fn create(
     let architectures = validate::architectures(&req.architectures)?;
     validate::tags(&req.tags)?;
     let snap = snap_start(req.snap_start.as_ref())?.unwrap_or(false);
-    let tracing = tracing_mode(req.tracing_config.as_ref())?.unwrap_or_else(|| "PassThrough".into());
+    let tracing =
+        tracing_mode(req.tracing_config.as_ref())?.unwrap_or_else(|| "PassThrough".into());
     let zip = only_zip(&req.code)?;
 
     if state.catalog.function(&caller.account_id, &name).is_some() {
@@ -258,12 +264,40 @@ pub async fn create(
             }
             other => ApiError::service(other),
         })?;
-    let (version, qualified) = match entry.versions.last_key_value() {
-        Some((_, v)) => (v.clone(), true),
-        None => (entry.latest.clone(), false),
+    // With Publish the answer describes version 1, yet Lambda reports the unqualified ARN.
+    let version = match entry.versions.last_key_value() {
+        Some((_, v)) => v.clone(),
+        None => entry.latest.clone(),
     };
-    let body = function_configuration(&state, &entry, &version, qualified, Detail::Full);
+    let body = function_configuration(&state, &entry, &version, false, Detail::Full);
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// The configuration GetFunction(Configuration) report. Read through an alias, it is the
+/// version the alias points at, under the alias's ARN.
+fn read_configuration(state: &AppState, r: &Resolved, version: &store::VersionRecord) -> Value {
+    let mut config = function_configuration(
+        state,
+        &r.entry,
+        version,
+        r.qualifier.is_some(),
+        Detail::Full,
+    );
+    if let Some(alias) = r
+        .qualifier
+        .as_deref()
+        .filter(|q| r.entry.aliases.contains_key(*q))
+        && let Some(obj) = config.as_object_mut()
+    {
+        obj.insert(
+            "FunctionArn".into(),
+            state
+                .arns
+                .qualified(&r.entry.account_id, &r.entry.name, alias)
+                .into(),
+        );
+    }
+    config
 }
 
 pub async fn get(
@@ -274,8 +308,7 @@ pub async fn get(
 ) -> Result<Json<Value>, ApiError> {
     let r = state.resolve(&caller.account_id, &name, q.qualifier.as_deref())?;
     let version = state.version_for_read(&r)?;
-    let qualified = r.qualifier.is_some();
-    let config = function_configuration(&state, &r.entry, &version, qualified, Detail::Full);
+    let config = read_configuration(&state, &r, &version);
     let mut body = json!({
         "Configuration": config,
         "Code": {
@@ -309,13 +342,7 @@ pub async fn get_configuration(
 ) -> Result<Json<Value>, ApiError> {
     let r = state.resolve(&caller.account_id, &name, q.qualifier.as_deref())?;
     let version = state.version_for_read(&r)?;
-    Ok(Json(function_configuration(
-        &state,
-        &r.entry,
-        &version,
-        r.qualifier.is_some(),
-        Detail::Full,
-    )))
+    Ok(Json(read_configuration(&state, &r, &version)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -329,7 +356,11 @@ pub struct ListQuery {
 }
 
 /// Pages a sorted list by an opaque marker (the index of the next item, base64).
-pub fn page<T>(items: Vec<T>, marker: Option<&str>, max_items: Option<usize>) -> Result<(Vec<T>, Option<String>), ApiError> {
+pub fn page<T>(
+    items: Vec<T>,
+    marker: Option<&str>,
+    max_items: Option<usize>,
+) -> Result<(Vec<T>, Option<String>), ApiError> {
     let start = match marker {
         None => 0,
         Some(m) => base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -379,7 +410,13 @@ pub async fn list(
         ));
         if all_versions {
             for v in entry.versions.values() {
-                items.push(function_configuration(&state, &entry, v, true, Detail::ListItem));
+                items.push(function_configuration(
+                    &state,
+                    &entry,
+                    v,
+                    true,
+                    Detail::ListItem,
+                ));
             }
         }
     }
@@ -397,7 +434,12 @@ pub async fn delete(
     Path(name): Path<String>,
     Query(q): Query<QualifierQuery>,
 ) -> Result<StatusCode, ApiError> {
-    let r = state.resolve(&caller.account_id, &name, q.qualifier.as_deref())?;
+    let r = state.resolve_as(
+        &caller.account_id,
+        &name,
+        q.qualifier.as_deref(),
+        MissingFunction::Unqualified,
+    )?;
     let account = caller.account_id.as_str();
     match r.qualifier.as_deref() {
         None => {
@@ -416,7 +458,7 @@ pub async fn delete(
         Some(q) => {
             let Ok(n) = q.parse::<u64>() else {
                 return Err(ApiError::InvalidParameterValue(
-                    "Deletion of aliases is not supported; use DeleteAlias.".into(),
+                    "Deletion of aliases is not currently supported.".into(),
                 ));
             };
             let version = r.entry.versions.get(&n).cloned();
@@ -491,8 +533,15 @@ pub async fn update_code(
     if req.dry_run {
         config.code_sha256 = stored.digest;
         config.code_size = stored.zipped_bytes;
-        let preview = store::VersionRecord::new(protocol::names::LATEST, config, old.last_modified_ms);
-        return Ok(Json(function_configuration(&state, &r.entry, &preview, false, Detail::Full)));
+        let preview =
+            store::VersionRecord::new(protocol::names::LATEST, config, old.last_modified_ms);
+        return Ok(Json(function_configuration(
+            &state,
+            &r.entry,
+            &preview,
+            false,
+            Detail::Full,
+        )));
     }
     config.code_sha256 = stored.digest;
     config.code_size = stored.zipped_bytes;
@@ -630,9 +679,11 @@ impl AppState {
             .await
             .map_err(|e| match e {
                 CatalogError::RevisionMismatch => precondition(),
-                CatalogError::FunctionNotFound => function_not_found(
-                    &self.arns.qualified(&entry.account_id, &entry.name, protocol::names::LATEST),
-                ),
+                CatalogError::FunctionNotFound => function_not_found(&self.arns.qualified(
+                    &entry.account_id,
+                    &entry.name,
+                    protocol::names::LATEST,
+                )),
                 other => ApiError::service(other),
             })?;
         self.scheduler.retire(&old_key);

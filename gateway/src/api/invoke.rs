@@ -15,7 +15,7 @@ use scheduler::{InvocationMeta, InvokeError};
 
 use super::{Caller, QualifierQuery, scheduler_key};
 use crate::error::ApiError;
-use crate::state::{AppState, Resolved};
+use crate::state::{AppState, MissingFunction, Resolved};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -39,22 +39,32 @@ pub fn throttled(e: &InvokeError) -> ApiError {
     }
 }
 
-/// An Invoke payload must be JSON; an empty one is `{}`.
+/// An Invoke payload must be JSON in UTF-8; an empty one is `{}`.
 pub fn event_payload(body: Bytes) -> Result<Bytes, ApiError> {
     if body.is_empty() || body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Bytes::from_static(b"{}"));
     }
-    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
-        let detail = if std::str::from_utf8(&body).is_err() {
-            "Invalid UTF-8 middle byte".to_owned()
-        } else {
-            e.to_string()
-        };
-        return Err(ApiError::InvalidRequestContent(format!(
+    let reject = |detail: String| {
+        ApiError::InvalidRequestContent(format!(
             "Could not parse request body into json: Could not parse payload into json: {detail}"
-        )));
-    }
+        ))
+    };
+    // Checked first: serde skips the strings it ignores without validating their bytes.
+    let text = std::str::from_utf8(&body).map_err(|bad| reject(invalid_utf8(&body, &bad)))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| reject(e.to_string()))?;
     Ok(body)
+}
+
+/// Words an encoding error as Lambda's JSON parser does: a stray continuation byte is an
+/// invalid start byte, a broken sequence an invalid middle byte.
+fn invalid_utf8(body: &[u8], error: &std::str::Utf8Error) -> String {
+    let at = error.valid_up_to();
+    let first = body.get(at).copied().unwrap_or_default();
+    if (0x80..0xC0).contains(&first) || first >= 0xF8 {
+        return format!("Invalid UTF-8 start byte 0x{first:02x}");
+    }
+    let middle = body.get(at + 1).copied().unwrap_or_default();
+    format!("Invalid UTF-8 middle byte 0x{middle:02x}")
 }
 
 fn client_context(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -101,7 +111,12 @@ pub async fn invoke(
             )));
         }
     };
-    let r = state.resolve(&caller.account_id, &name, q.qualifier.as_deref())?;
+    let r = state.resolve_as(
+        &caller.account_id,
+        &name,
+        q.qualifier.as_deref(),
+        MissingFunction::Latest,
+    )?;
     match invocation_type {
         "RequestResponse" => {
             if body.len() > MAX_SYNC_PAYLOAD {
@@ -116,6 +131,7 @@ pub async fn invoke(
                 &state,
                 &caller,
                 &r,
+                uuid::Uuid::new_v4().to_string(),
                 Payload::Event(payload),
                 client_context,
                 InvocationType::RequestResponse,
@@ -183,12 +199,14 @@ pub async fn enqueue(
     Ok(request_id)
 }
 
-/// Runs a synchronous invocation of the resolved function.
+/// Runs a synchronous invocation of the resolved function as request `request_id` (the
+/// id the caller gets back in `x-amzn-RequestId`).
 #[allow(clippy::too_many_arguments)]
 pub async fn run_sync(
     state: &AppState,
     caller: &Caller,
     r: &Resolved,
+    request_id: String,
     payload: Payload,
     client_context: Option<String>,
     invocation_type: InvocationType,
@@ -206,7 +224,7 @@ pub async fn run_sync(
         None => state.arns.function(&r.entry.account_id, &r.entry.name),
     };
     let input = InvocationInput {
-        request_id: uuid::Uuid::new_v4().to_string(),
+        request_id,
         payload,
         invoked_arn,
         client_context,
@@ -249,7 +267,10 @@ fn sync_response(result: InvocationResult, tail: bool) -> Response {
         h.insert("X-Amz-Executed-Version", v);
     }
     if result.outcome != Outcome::Success {
-        h.insert("X-Amz-Function-Error", HeaderValue::from_static("Unhandled"));
+        h.insert(
+            "X-Amz-Function-Error",
+            HeaderValue::from_static("Unhandled"),
+        );
     }
     if tail {
         let tail = protocol::report::tail(&result.log, protocol::LOG_TAIL_BYTES);
@@ -273,7 +294,7 @@ pub async fn invoke_async(
             body.len()
         )));
     }
-    let r = state.resolve(&caller.account_id, &name, None)?;
+    let r = state.resolve_as(&caller.account_id, &name, None, MissingFunction::Latest)?;
     let payload = event_payload(body)?;
     let request_id = enqueue(&state, &caller, &r, payload).await?;
     let mut resp = (
@@ -283,4 +304,42 @@ pub async fn invoke_async(
         .into_response();
     set_request_id(&mut resp, &request_id);
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejection(body: &'static [u8]) -> String {
+        match event_payload(Bytes::from_static(body)) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{body:?} was accepted"),
+        }
+    }
+
+    #[test]
+    fn payloads_must_be_json() {
+        assert_eq!(
+            event_payload(Bytes::new()).unwrap(),
+            Bytes::from_static(b"{}")
+        );
+        assert_eq!(
+            event_payload(Bytes::from_static(b" \n")).unwrap(),
+            Bytes::from_static(b"{}")
+        );
+        assert_eq!(
+            event_payload(Bytes::from_static(b"null")).unwrap(),
+            Bytes::from_static(b"null")
+        );
+        let prefix = "Could not parse request body into json: Could not parse payload into json: ";
+        assert!(rejection(b"{not json").starts_with(prefix));
+        assert_eq!(
+            rejection(b"n\x87r"),
+            format!("{prefix}Invalid UTF-8 start byte 0x87")
+        );
+        assert_eq!(
+            rejection(b"\"\xe9\x41\""),
+            format!("{prefix}Invalid UTF-8 middle byte 0x41")
+        );
+    }
 }

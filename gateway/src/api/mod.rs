@@ -2,6 +2,7 @@
 
 pub mod functions;
 pub mod invoke;
+pub mod reports;
 pub mod settings;
 pub mod urls;
 pub mod versions;
@@ -55,9 +56,11 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
 
 /// Identifies one immutable function version for the scheduler's pools.
 pub fn scheduler_key(entry: &store::FunctionEntry, version: &store::VersionRecord) -> String {
-    format!(
-        "{}/{}/{}/{}",
-        entry.account_id, entry.name, version.version, version.revision_id
+    scheduler::pool_key(
+        &entry.account_id,
+        &entry.name,
+        &version.version,
+        &version.revision_id,
     )
 }
 
@@ -66,7 +69,7 @@ pub const MAX_CREATE_REQUEST: usize = 70_167_211;
 /// Invoke bodies are read up to this, so an oversized payload gets Lambda's own 413.
 const MAX_INVOKE_READ: usize = 16 << 20;
 /// Every other control-plane request.
-const MAX_CONTROL_REQUEST: usize = 1 << 20;
+pub const MAX_CONTROL_REQUEST: usize = 1 << 20;
 
 /// Serves a stored deployment zip (GetFunction's Code.Location). The digest is the
 /// capability: only someone who can read the function's configuration knows it.
@@ -94,9 +97,18 @@ pub fn routes() -> Router<AppState> {
         .layer(DefaultBodyLimit::max(MAX_CREATE_REQUEST));
 
     let invocations = Router::new()
-        .route("/2015-03-31/functions/{name}/invocations", post(invoke::invoke))
-        .route("/2014-11-13/functions/{name}/invoke-async/", post(invoke::invoke_async))
-        .route("/2014-11-13/functions/{name}/invoke-async", post(invoke::invoke_async))
+        .route(
+            "/2015-03-31/functions/{name}/invocations",
+            post(invoke::invoke),
+        )
+        .route(
+            "/2014-11-13/functions/{name}/invoke-async/",
+            post(invoke::invoke_async),
+        )
+        .route(
+            "/2014-11-13/functions/{name}/invoke-async",
+            post(invoke::invoke_async),
+        )
         .layer(DefaultBodyLimit::max(MAX_INVOKE_READ));
 
     let urls = Router::new()
@@ -107,7 +119,10 @@ pub fn routes() -> Router<AppState> {
 
     let control = Router::new()
         .route("/2015-03-31/functions/", get(f::list))
-        .route("/2015-03-31/functions/{name}", get(f::get).delete(f::delete))
+        .route(
+            "/2015-03-31/functions/{name}",
+            get(f::get).delete(f::delete),
+        )
         .route(
             "/2015-03-31/functions/{name}/configuration",
             get(f::get_configuration).put(f::update_configuration),
@@ -122,13 +137,18 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             "/2015-03-31/functions/{name}/aliases/{alias}",
-            get(v::get_alias).put(v::update_alias).delete(v::delete_alias),
+            get(v::get_alias)
+                .put(v::update_alias)
+                .delete(v::delete_alias),
         )
         .route(
             "/2017-10-31/functions/{name}/concurrency",
             put(s::put_reserved).delete(s::delete_reserved),
         )
-        .route("/2019-09-30/functions/{name}/concurrency", get(s::get_reserved))
+        .route(
+            "/2019-09-30/functions/{name}/concurrency",
+            get(s::get_reserved),
+        )
         .route(
             "/2019-09-30/functions/{name}/provisioned-concurrency",
             put(s::put_provisioned)
@@ -169,6 +189,10 @@ pub fn routes() -> Router<AppState> {
             axum::routing::delete(s::remove_permission),
         )
         .route("/lamina/code/{file}", get(code_zip))
+        .route("/lamina/status", get(crate::observe::status))
+        .route("/lamina/functions/{name}/logs", get(reports::logs))
+        .route("/lamina/usage", get(reports::usage))
+        .route("/metrics", get(crate::observe::metrics))
         .layer(DefaultBodyLimit::max(MAX_CONTROL_REQUEST));
 
     Router::new()

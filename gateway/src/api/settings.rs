@@ -10,12 +10,14 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use store::{CatalogError, EventInvokeConfig, EventInvokeRecord, PolicyStatement, ProvisionedRecord};
+use store::{
+    CatalogError, EventInvokeConfig, EventInvokeRecord, PolicyStatement, ProvisionedRecord,
+};
 
 use super::functions::page;
 use super::{Caller, QualifierQuery, parse_body, scheduler_key};
 use crate::error::ApiError;
-use crate::state::{AppState, Resolved};
+use crate::state::{AppState, MissingFunction, Resolved};
 use crate::validate;
 
 // ---- reserved concurrency -------------------------------------------------------------
@@ -33,7 +35,7 @@ pub async fn put_reserved(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let req: Reserved = parse_body(&body)?;
-    let r = state.resolve(&caller.account_id, &name, None)?;
+    let r = state.resolve_unqualified(&caller.account_id, &name, MissingFunction::Latest)?;
     let n = req.reserved_concurrent_executions.ok_or_else(|| {
         ApiError::Validation(
             "1 validation error detected: Value null at 'reservedConcurrentExecutions' failed to satisfy constraint: Member must not be null".into(),
@@ -80,7 +82,7 @@ pub async fn get_reserved(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let r = state.resolve(&caller.account_id, &name, None)?;
+    let r = state.resolve_unqualified(&caller.account_id, &name, MissingFunction::AsGiven)?;
     Ok(Json(match r.entry.reserved_concurrency {
         Some(n) => json!({ "ReservedConcurrentExecutions": n }),
         None => json!({}),
@@ -92,7 +94,7 @@ pub async fn delete_reserved(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let r = state.resolve(&caller.account_id, &name, None)?;
+    let r = state.resolve_unqualified(&caller.account_id, &name, MissingFunction::AsGiven)?;
     let function = scheduler::FunctionKey::new(&r.entry.account_id, &r.entry.name);
     let _ = state.scheduler.set_reserved(&function, None);
     state
@@ -111,26 +113,37 @@ struct Provisioned {
     provisioned_concurrent_executions: Option<i64>,
 }
 
+/// Put's refusal of `$LATEST`; Get and Delete word it as [`NOT_PUBLISHED`].
+const UNPUBLISHED: &str =
+    "Provisioned Concurrency Configs cannot be applied to unpublished function versions.";
+const NOT_PUBLISHED: &str =
+    "The function resource provided must be an alias or a published version.";
+
 /// The version a provisioned-concurrency qualifier pins: a number or an alias (whose
-/// primary version is provisioned), never `$LATEST`.
-fn provisioned_target(state: &AppState, r: &Resolved) -> Result<(String, std::sync::Arc<store::VersionRecord>), ApiError> {
+/// primary version is provisioned), never `$LATEST` (refused with `latest_refusal`).
+fn provisioned_target(
+    state: &AppState,
+    r: &Resolved,
+    latest_refusal: &str,
+) -> Result<(String, std::sync::Arc<store::VersionRecord>), ApiError> {
     let q = r.qualifier.clone().ok_or_else(|| {
         ApiError::Validation(
             "1 validation error detected: Value null at 'qualifier' failed to satisfy constraint: Member must not be null".into(),
         )
     })?;
     if q == protocol::names::LATEST {
-        return Err(ApiError::InvalidParameterValue(
-            "Provisioned Concurrency Configs cannot be applied to unpublished function versions."
-                .into(),
-        ));
+        return Err(ApiError::InvalidParameterValue(latest_refusal.into()));
     }
-    let version = state.version_for_read(r)?;
+    let version = state.version_for_setting(r)?;
     Ok((q, version))
 }
 
 /// Pool of the version a provisioned qualifier pins, registered with the scheduler.
-fn provisioned_pool(state: &AppState, r: &Resolved, version: &store::VersionRecord) -> scheduler::PoolId {
+fn provisioned_pool(
+    state: &AppState,
+    r: &Resolved,
+    version: &store::VersionRecord,
+) -> scheduler::PoolId {
     let spec = state.catalog.spec(&r.entry, version);
     let function = scheduler::FunctionKey::new(&r.entry.account_id, &r.entry.name);
     state
@@ -138,10 +151,22 @@ fn provisioned_pool(state: &AppState, r: &Resolved, version: &store::VersionReco
         .pool_for(&scheduler_key(&r.entry, version), &function, &spec)
 }
 
-pub fn provisioned_body(state: &AppState, r: &Resolved, record: &ProvisionedRecord, version: &store::VersionRecord) -> Value {
+pub fn provisioned_body(
+    state: &AppState,
+    r: &Resolved,
+    record: &ProvisionedRecord,
+    version: &store::VersionRecord,
+) -> Value {
     let pool = provisioned_pool(state, r, version);
-    let ready = state.scheduler.provisioned_ready(pool).min(record.requested);
-    let status = if ready >= record.requested { "READY" } else { "IN_PROGRESS" };
+    let ready = state
+        .scheduler
+        .provisioned_ready(pool)
+        .min(record.requested);
+    let status = if ready >= record.requested {
+        "READY"
+    } else {
+        "IN_PROGRESS"
+    };
     json!({
         "RequestedProvisionedConcurrentExecutions": record.requested,
         "AvailableProvisionedConcurrentExecutions": ready,
@@ -160,7 +185,7 @@ pub async fn put_provisioned(
 ) -> Result<Response, ApiError> {
     let req: Provisioned = parse_body(&body)?;
     let r = state.resolve(&caller.account_id, &name, q.qualifier.as_deref())?;
-    let (qualifier, version) = provisioned_target(&state, &r)?;
+    let (qualifier, version) = provisioned_target(&state, &r, UNPUBLISHED)?;
     let n = req.provisioned_concurrent_executions.unwrap_or(0);
     if n < 1 {
         return Err(ApiError::Validation(format!(
@@ -175,10 +200,12 @@ pub async fn put_provisioned(
         .filter(|p| p.qualifier != qualifier)
         .map(|p| p.requested)
         .sum();
-    let ceiling = r
-        .entry
-        .reserved_concurrency
-        .unwrap_or_else(|| state.scheduler.unreserved(&caller.account_id).saturating_sub(state.scheduler.limits().min_unreserved));
+    let ceiling = r.entry.reserved_concurrency.unwrap_or_else(|| {
+        state
+            .scheduler
+            .unreserved(&caller.account_id)
+            .saturating_sub(state.scheduler.limits().min_unreserved)
+    });
     if others + n > ceiling {
         return Err(ApiError::InvalidParameterValue(format!(
             "Requested Provisioned Concurrency should not be greater than the reservedConcurrentExecution [{ceiling}] for function."
@@ -216,8 +243,12 @@ pub async fn get_provisioned(
     Query(q): Query<QualifierQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let r = state.resolve(&caller.account_id, &name, q.qualifier.as_deref())?;
-    let (qualifier, version) = provisioned_target(&state, &r)?;
-    let record = r.entry.provisioned.get(&qualifier).ok_or_else(no_provisioned)?;
+    let (qualifier, version) = provisioned_target(&state, &r, NOT_PUBLISHED)?;
+    let record = r
+        .entry
+        .provisioned
+        .get(&qualifier)
+        .ok_or_else(no_provisioned)?;
     Ok(Json(provisioned_body(&state, &r, record, &version)))
 }
 
@@ -228,7 +259,7 @@ pub async fn delete_provisioned(
     Query(q): Query<QualifierQuery>,
 ) -> Result<StatusCode, ApiError> {
     let r = state.resolve(&caller.account_id, &name, q.qualifier.as_deref())?;
-    let (qualifier, version) = provisioned_target(&state, &r)?;
+    let (qualifier, version) = provisioned_target(&state, &r, NOT_PUBLISHED)?;
     if !r.entry.provisioned.contains_key(&qualifier) {
         return Err(no_provisioned());
     }
@@ -273,9 +304,21 @@ pub async fn list_provisioned(
 
 // ---- tags ------------------------------------------------------------------------------
 
+/// What TagResource and friends accept: a function's ARN (Lamina has no other
+/// taggable resources).
+const TAGGABLE_ARN_PATTERN: &str = "arn:(aws[a-zA-Z-]*):lambda:[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\\d{1}:\\d{12}:function:[a-zA-Z0-9-_]+(:(\\$LATEST|[a-zA-Z0-9-_]+))?";
+
 fn tag_target(state: &AppState, caller: &Caller, resource: &str) -> Result<Resolved, ApiError> {
-    let parsed = protocol::names::FunctionRef::parse_field(resource, "resource")
-        .map_err(|e| ApiError::Validation(e.to_string()))?;
+    let invalid = || {
+        ApiError::Validation(format!(
+            "1 validation error detected: Value '{resource}' at 'resource' failed to satisfy constraint: Member must satisfy regular expression pattern: {TAGGABLE_ARN_PATTERN}"
+        ))
+    };
+    if !resource.starts_with("arn:") {
+        return Err(invalid());
+    }
+    let parsed =
+        protocol::names::FunctionRef::parse_field(resource, "resource").map_err(|_| invalid())?;
     if parsed.qualifier.is_some() {
         return Err(ApiError::InvalidParameterValue(
             "Tags on function aliases and versions are not supported. Please specify a function ARN.".into(),
@@ -402,6 +445,67 @@ fn event_qualifier(r: &Resolved) -> String {
         .unwrap_or_else(|| protocol::names::LATEST.to_owned())
 }
 
+fn nothing_to_configure(input: &EventConfigInput) -> bool {
+    input.maximum_retry_attempts.is_none()
+        && input.maximum_event_age_in_seconds.is_none()
+        && input.destination_config.is_none()
+}
+
+fn nothing_configured() -> ApiError {
+    ApiError::InvalidParameterValue(
+        "You must specify at least one of error handling or destination setting.".into(),
+    )
+}
+
+/// The function (and version or alias) a Put or Update writes to. Lambda answers a missing
+/// one, function or qualifier, with the same sentence.
+fn event_config_target(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    qualifier: Option<&str>,
+) -> Result<Resolved, ApiError> {
+    let doesnt_exist = || ApiError::ResourceNotFound("The function doesn't exist.".into());
+    let r = state
+        .resolve(&caller.account_id, name, qualifier)
+        .map_err(|e| match e {
+            ApiError::ResourceNotFound(_) => doesnt_exist(),
+            other => other,
+        })?;
+    state.version_for_read(&r).map_err(|_| doesnt_exist())?;
+    Ok(r)
+}
+
+/// Get and Delete name the missing config, even when the function itself is missing.
+fn event_config_lookup(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    qualifier: Option<&str>,
+) -> Result<Resolved, ApiError> {
+    state
+        .resolve(&caller.account_id, name, qualifier)
+        .map_err(|e| match e {
+            ApiError::ResourceNotFound(m) => {
+                match protocol::names::FunctionRef::parse(name)
+                    .ok()
+                    .and_then(|f| f.with_query_qualifier(qualifier).ok())
+                {
+                    Some(f) => ApiError::ResourceNotFound(format!(
+                        "The function {} doesn't have an EventInvokeConfig",
+                        state.arns.qualified(
+                            &caller.account_id,
+                            &f.name,
+                            f.qualifier.as_deref().unwrap_or(protocol::names::LATEST)
+                        )
+                    )),
+                    None => ApiError::ResourceNotFound(m),
+                }
+            }
+            other => other,
+        })
+}
+
 fn check_event_config(
     state: &AppState,
     r: &Resolved,
@@ -411,19 +515,29 @@ fn check_event_config(
     let mut c = base;
     if let Some(n) = input.maximum_retry_attempts {
         if !(0..=2).contains(&n) {
+            let bound = if n < 0 {
+                "greater than or equal to 0"
+            } else {
+                "less than or equal to 2"
+            };
             return Err(ApiError::Validation(format!(
-                "1 validation error detected: Value '{n}' at 'maximumRetryAttempts' failed to satisfy constraint: Member must have value less than or equal to 2"
+                "1 validation error detected: Value '{n}' at 'maximumRetryAttempts' failed to satisfy constraint: Member must have value {bound}"
             )));
         }
-        c.maximum_retry_attempts = Some(n as u32);
+        c.maximum_retry_attempts = u32::try_from(n).ok();
     }
     if let Some(n) = input.maximum_event_age_in_seconds {
         if !(60..=21_600).contains(&n) {
+            let bound = if n < 60 {
+                "greater than or equal to 60"
+            } else {
+                "less than or equal to 21600"
+            };
             return Err(ApiError::Validation(format!(
-                "1 validation error detected: Value '{n}' at 'maximumEventAgeInSeconds' failed to satisfy constraint: Member must have value between 60 and 21600"
+                "1 validation error detected: Value '{n}' at 'maximumEventAgeInSeconds' failed to satisfy constraint: Member must have value {bound}"
             )));
         }
-        c.maximum_event_age_in_seconds = Some(n as u32);
+        c.maximum_event_age_in_seconds = u32::try_from(n).ok();
     }
     if let Some(d) = input.destination_config {
         if let Some(s) = d.on_success {
@@ -433,25 +547,34 @@ fn check_event_config(
             c.on_failure = f.destination.filter(|x| !x.is_empty());
         }
     }
-    let own = state.arns.function(&r.entry.account_id, &r.entry.name);
     for dest in [&c.on_success, &c.on_failure].into_iter().flatten() {
-        let parsed = protocol::names::FunctionRef::parse(dest).ok();
-        let is_function = dest.starts_with("arn:") && dest.contains(":lambda:") && parsed.is_some();
-        if !is_function {
+        let target = protocol::names::FunctionRef::parse(dest)
+            .ok()
+            .filter(|_| dest.starts_with("arn:") && dest.contains(":lambda:"));
+        let Some(target) = target else {
             return Err(ApiError::InvalidParameterValue(format!(
                 "The destination ARN {dest} is invalid: Lamina delivers destinations to Lamina functions (arn:aws:lambda:...:function:NAME)."
             )));
+        };
+        let known = target.region.as_deref() == Some(state.config.region.as_str())
+            && target.account_id.as_deref() == Some(r.entry.account_id.as_str())
+            && state
+                .catalog
+                .function(&r.entry.account_id, &target.name)
+                .is_some();
+        if !known {
+            return Err(ApiError::InvalidParameterValue(format!(
+                "The destination ARN {dest} is invalid."
+            )));
         }
-        if dest.trim_end_matches(":$LATEST") == own {
+        if target.name == r.entry.name {
             return Err(ApiError::InvalidParameterValue(
                 "You can't specify the function as a destination for itself.".into(),
             ));
         }
     }
     if c == EventInvokeConfig::default() {
-        return Err(ApiError::InvalidParameterValue(
-            "You must specify at least one of error handling or destination setting.".into(),
-        ));
+        return Err(nothing_configured());
     }
     Ok(c)
 }
@@ -462,7 +585,6 @@ async fn save_event_config(
     r: &Resolved,
     config: EventInvokeConfig,
 ) -> Result<Json<Value>, ApiError> {
-    state.version_for_read(r)?;
     let record = EventInvokeRecord {
         qualifier: event_qualifier(r),
         config,
@@ -473,7 +595,9 @@ async fn save_event_config(
         .put_event_config(&caller.account_id, &r.entry.name, record.clone())
         .await
         .map_err(ApiError::service)?;
-    Ok(Json(crate::wire::event_invoke_configuration(state, &r.entry, &record)))
+    Ok(Json(crate::wire::event_invoke_configuration(
+        state, &r.entry, &record,
+    )))
 }
 
 pub async fn put_event_config(
@@ -484,7 +608,10 @@ pub async fn put_event_config(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let input: EventConfigInput = parse_body(&body)?;
-    let r = state.resolve(&caller.account_id, &name, q.qualifier.as_deref())?;
+    if nothing_to_configure(&input) {
+        return Err(nothing_configured());
+    }
+    let r = event_config_target(&state, &caller, &name, q.qualifier.as_deref())?;
     let config = check_event_config(&state, &r, input, EventInvokeConfig::default())?;
     save_event_config(&state, &caller, &r, config).await
 }
@@ -506,13 +633,16 @@ pub async fn update_event_config(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let input: EventConfigInput = parse_body(&body)?;
-    let r = state.resolve(&caller.account_id, &name, q.qualifier.as_deref())?;
+    if nothing_to_configure(&input) {
+        return Err(nothing_configured());
+    }
+    let r = event_config_target(&state, &caller, &name, q.qualifier.as_deref())?;
     let base = r
         .entry
         .event_configs
         .get(&event_qualifier(&r))
         .map(|e| e.config.clone())
-        .unwrap_or_default();
+        .ok_or_else(|| no_event_config(&state, &r))?;
     let config = check_event_config(&state, &r, input, base)?;
     save_event_config(&state, &caller, &r, config).await
 }
@@ -523,13 +653,15 @@ pub async fn get_event_config(
     Path(name): Path<String>,
     Query(q): Query<QualifierQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let r = state.resolve(&caller.account_id, &name, q.qualifier.as_deref())?;
+    let r = event_config_lookup(&state, &caller, &name, q.qualifier.as_deref())?;
     let record = r
         .entry
         .event_configs
         .get(&event_qualifier(&r))
         .ok_or_else(|| no_event_config(&state, &r))?;
-    Ok(Json(crate::wire::event_invoke_configuration(&state, &r.entry, record)))
+    Ok(Json(crate::wire::event_invoke_configuration(
+        &state, &r.entry, record,
+    )))
 }
 
 pub async fn delete_event_config(
@@ -538,7 +670,7 @@ pub async fn delete_event_config(
     Path(name): Path<String>,
     Query(q): Query<QualifierQuery>,
 ) -> Result<StatusCode, ApiError> {
-    let r = state.resolve(&caller.account_id, &name, q.qualifier.as_deref())?;
+    let r = event_config_lookup(&state, &caller, &name, q.qualifier.as_deref())?;
     state
         .catalog
         .delete_event_config(&caller.account_id, &r.entry.name, &event_qualifier(&r))
@@ -564,7 +696,14 @@ pub async fn list_event_configs(
     Path(name): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let r = state.resolve(&caller.account_id, &name, None)?;
+    let r = state
+        .resolve(&caller.account_id, &name, None)
+        .map_err(|e| match e {
+            ApiError::ResourceNotFound(_) => {
+                ApiError::ResourceNotFound("The function doesn't exist.".into())
+            }
+            other => other,
+        })?;
     let items: Vec<Value> = r
         .entry
         .event_configs
@@ -597,6 +736,22 @@ fn policy_qualifier(r: &Resolved) -> String {
     r.qualifier.clone().unwrap_or_default()
 }
 
+/// The revision a policy change is checked against: the alias's, the version's, or
+/// $LATEST's.
+fn policy_revision(r: &Resolved, version: &store::VersionRecord) -> String {
+    match r.qualifier.as_deref().and_then(|q| r.entry.aliases.get(q)) {
+        Some(alias) => alias.revision_id.clone(),
+        None => version.revision_id.clone(),
+    }
+}
+
+fn valid_statement_id(sid: &str) -> bool {
+    !sid.is_empty()
+        && sid
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 pub async fn add_permission(
     State(state): State<AppState>,
     caller: Caller,
@@ -606,15 +761,24 @@ pub async fn add_permission(
 ) -> Result<Response, ApiError> {
     let req: PermissionInput = parse_body(&body)?;
     let r = state.resolve(&caller.account_id, &name, q.qualifier.as_deref())?;
-    if r.qualifier.is_some() {
-        state.version_for_read(&r)?;
+    if r.qualifier.as_deref() == Some(protocol::names::LATEST) {
+        return Err(ApiError::InvalidParameterValue(
+            "We currently do not support adding policies for $LATEST.".into(),
+        ));
     }
+    let version = state.version_for_setting(&r)?;
     if let Some(rev) = &req.revision_id
-        && *rev != r.entry.latest.revision_id
+        && *rev != policy_revision(&r, &version)
     {
         return Err(ApiError::PreconditionFailed(
-            "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id".into(),
+            "The Revision Id provided does not match the latest Revision Id. Call the GetPolicy API to retrieve the latest Revision Id".into(),
         ));
+    }
+    if !valid_statement_id(&req.statement_id) {
+        return Err(ApiError::Validation(format!(
+            "1 validation error detected: Value '{}' at 'statementId' failed to satisfy constraint: Member must satisfy regular expression pattern: ([a-zA-Z0-9-_]+)",
+            req.statement_id
+        )));
     }
     let valid_action = matches!(
         req.action.as_str(),
@@ -627,18 +791,21 @@ pub async fn add_permission(
         )));
     }
     let resource = match &r.qualifier {
-        Some(qual) => state.arns.qualified(&r.entry.account_id, &r.entry.name, qual),
+        Some(qual) => state
+            .arns
+            .qualified(&r.entry.account_id, &r.entry.name, qual),
         None => state.arns.function(&r.entry.account_id, &r.entry.name),
     };
-    let principal = if req.principal.len() == 12 && req.principal.bytes().all(|b| b.is_ascii_digit()) {
-        json!({ "AWS": format!("arn:aws:iam::{}:root", req.principal) })
-    } else if req.principal == "*" {
-        json!("*")
-    } else if req.principal.starts_with("arn:") {
-        json!({ "AWS": req.principal })
-    } else {
-        json!({ "Service": req.principal })
-    };
+    let principal =
+        if req.principal.len() == 12 && req.principal.bytes().all(|b| b.is_ascii_digit()) {
+            json!({ "AWS": format!("arn:aws:iam::{}:root", req.principal) })
+        } else if req.principal == "*" {
+            json!("*")
+        } else if req.principal.starts_with("arn:") {
+            json!({ "AWS": req.principal })
+        } else {
+            json!({ "Service": req.principal })
+        };
     let mut statement = json!({
         "Sid": req.statement_id,
         "Effect": "Allow",
@@ -690,8 +857,10 @@ pub async fn add_permission(
         .into_response())
 }
 
+/// GetPolicy's answer for a function, version or alias without a policy (or without
+/// the function at all).
 fn no_policy() -> ApiError {
-    ApiError::ResourceNotFound("No policy is associated with the given resource.".into())
+    ApiError::ResourceNotFound("The resource you requested does not exist.".into())
 }
 
 pub async fn get_policy(
@@ -700,7 +869,13 @@ pub async fn get_policy(
     Path(name): Path<String>,
     Query(q): Query<QualifierQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let r = state.resolve(&caller.account_id, &name, q.qualifier.as_deref())?;
+    let r = state
+        .resolve(&caller.account_id, &name, q.qualifier.as_deref())
+        .map_err(|e| match e {
+            ApiError::ResourceNotFound(_) => no_policy(),
+            other => other,
+        })?;
+    let version = state.version_for_read(&r).map_err(|_| no_policy())?;
     let qualifier = policy_qualifier(&r);
     let statements: Vec<&Value> = r
         .entry
@@ -719,7 +894,7 @@ pub async fn get_policy(
     });
     Ok(Json(json!({
         "Policy": policy.to_string(),
-        "RevisionId": r.entry.latest.revision_id,
+        "RevisionId": policy_revision(&r, &version),
     })))
 }
 
@@ -729,10 +904,31 @@ pub async fn remove_permission(
     Path((name, statement_id)): Path<(String, String)>,
     Query(q): Query<QualifierQuery>,
 ) -> Result<StatusCode, ApiError> {
-    let r = state.resolve(&caller.account_id, &name, q.qualifier.as_deref())?;
+    let r = state
+        .resolve(&caller.account_id, &name, q.qualifier.as_deref())
+        .map_err(|e| match (e, protocol::names::FunctionRef::parse(&name)) {
+            (ApiError::ResourceNotFound(_), Ok(f))
+                if f.region
+                    .as_deref()
+                    .is_none_or(|region| region == state.config.region) =>
+            {
+                ApiError::ResourceNotFound(format!(
+                    "No policy found for: {}",
+                    state.arns.function(&caller.account_id, &f.name)
+                ))
+            }
+            (other, _) => other,
+        })?;
+    state.version_for_setting(&r)?;
+    let qualifier = policy_qualifier(&r);
+    if !r.entry.policy.iter().any(|s| s.qualifier == qualifier) {
+        return Err(ApiError::ResourceNotFound(
+            "No policy is associated with the given resource.".into(),
+        ));
+    }
     state
         .catalog
-        .remove_statement(&caller.account_id, &r.entry.name, &policy_qualifier(&r), &statement_id)
+        .remove_statement(&caller.account_id, &r.entry.name, &qualifier, &statement_id)
         .await
         .map_err(|e| match e {
             CatalogError::StatementNotFound => ApiError::ResourceNotFound(format!(

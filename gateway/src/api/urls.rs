@@ -34,10 +34,13 @@ struct UrlInput {
 
 fn url_qualifier(state: &AppState, r: &Resolved) -> Result<String, ApiError> {
     match r.qualifier.as_deref() {
-        None | Some(protocol::names::LATEST) => Ok(protocol::names::LATEST.to_owned()),
-        Some(q) if protocol::names::is_version_number(q) => Err(ApiError::Validation(format!(
-            "1 validation error detected: Value '{q}' at 'qualifier' failed to satisfy constraint: Member must satisfy regular expression pattern: ((?!^\\d+$)^[0-9a-zA-Z-_]+$)"
-        ))),
+        None => Ok(protocol::names::LATEST.to_owned()),
+        // An explicit `$LATEST` fails the model's pattern just like a version number.
+        Some(q) if q == protocol::names::LATEST || protocol::names::is_version_number(q) => {
+            Err(ApiError::Validation(format!(
+                "1 validation error detected: Value '{q}' at 'qualifier' failed to satisfy constraint: Member must satisfy regular expression pattern: ((?!^\\d+$)^[0-9a-zA-Z-_]+$)"
+            )))
+        }
         Some(q) if r.entry.aliases.contains_key(q) => Ok(q.to_owned()),
         Some(q) => Err(ApiError::ResourceNotFound(format!(
             "Alias not found: {}",
@@ -63,13 +66,28 @@ fn invoke_mode(v: Option<&str>) -> Result<String, ApiError> {
             "InvokeMode RESPONSE_STREAM is not supported; use BUFFERED.".into(),
         )),
         other => Err(ApiError::Validation(format!(
-            "1 validation error detected: Value '{other}' at 'invokeMode' failed to satisfy constraint: Member must satisfy enum value set: [BUFFERED, RESPONSE_STREAM]"
+            "1 validation error detected: Value '{other}' at 'invokeMode' failed to satisfy constraint: Member must satisfy enum value set: [RESPONSE_STREAM, BUFFERED]"
         ))),
     }
 }
 
 fn not_found() -> ApiError {
     ApiError::ResourceNotFound("The resource you requested does not exist.".into())
+}
+
+/// Get, Update and Delete answer a missing function as a missing config.
+fn resolve_config(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    qualifier: Option<&str>,
+) -> Result<Resolved, ApiError> {
+    state
+        .resolve(&caller.account_id, name, qualifier)
+        .map_err(|e| match e {
+            ApiError::ResourceNotFound(_) => not_found(),
+            other => other,
+        })
 }
 
 /// A URL id: 32 characters of `[a-z0-9]`, as Lambda's.
@@ -127,7 +145,7 @@ pub async fn get(
     Path(name): Path<String>,
     Query(q): Query<QualifierQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let r = state.resolve(&caller.account_id, &name, q.qualifier.as_deref())?;
+    let r = resolve_config(&state, &caller, &name, q.qualifier.as_deref())?;
     let qualifier = url_qualifier(&state, &r)?;
     let url = r.entry.urls.get(&qualifier).ok_or_else(not_found)?;
     Ok(Json(url_configuration(&state, &r.entry, url)))
@@ -141,7 +159,7 @@ pub async fn update(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let req: UrlInput = parse_body(&body)?;
-    let r = state.resolve(&caller.account_id, &name, q.qualifier.as_deref())?;
+    let r = resolve_config(&state, &caller, &name, q.qualifier.as_deref())?;
     let qualifier = url_qualifier(&state, &r)?;
     let current = r.entry.urls.get(&qualifier).ok_or_else(not_found)?;
     let mut record = (**current).clone();
@@ -172,7 +190,7 @@ pub async fn delete(
     Path(name): Path<String>,
     Query(q): Query<QualifierQuery>,
 ) -> Result<StatusCode, ApiError> {
-    let r = state.resolve(&caller.account_id, &name, q.qualifier.as_deref())?;
+    let r = resolve_config(&state, &caller, &name, q.qualifier.as_deref())?;
     let qualifier = url_qualifier(&state, &r)?;
     state
         .catalog
@@ -199,7 +217,14 @@ pub async fn list(
     Path(name): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let r = state.resolve(&caller.account_id, &name, None)?;
+    let r = state
+        .resolve(&caller.account_id, &name, None)
+        .map_err(|e| match e {
+            ApiError::ResourceNotFound(_) => {
+                ApiError::ResourceNotFound("Function does not exist".into())
+            }
+            other => other,
+        })?;
     let items: Vec<Value> = r
         .entry
         .urls
@@ -239,7 +264,12 @@ fn apply_cors(url: &UrlConfigRecord, origin: Option<&str>, resp: &mut Response) 
     let list = |key: &str| -> Vec<String> {
         cors.get(key)
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let origins = list("AllowOrigins");
@@ -328,9 +358,17 @@ pub async fn serve_url(
         return resp;
     }
     let (parts, body) = request.into_parts();
-    let body = match http_body_util::Limited::new(body, MAX_SYNC_PAYLOAD).collect().await {
+    let body = match http_body_util::Limited::new(body, MAX_SYNC_PAYLOAD)
+        .collect()
+        .await
+    {
         Ok(b) => b.to_bytes(),
-        Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "{\"Message\":\"Request must be smaller than 6291456 bytes for the InvokeFunction operation\"}"),
+        Err(_) => {
+            return plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "{\"Message\":\"Request must be smaller than 6291456 bytes for the InvokeFunction operation\"}",
+            );
+        }
     };
     let headers: Vec<(String, String)> = parts
         .headers
@@ -362,6 +400,9 @@ pub async fn serve_url(
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
+    // One id for the whole call: the event's requestContext, the invocation (and its
+    // ledger row) and the response's x-amzn-RequestId.
+    let request_id = uuid::Uuid::new_v4().to_string();
     let payload = if version.config.guest_kind == GuestKind::Http.as_str() {
         Payload::Http(http_request)
     } else {
@@ -369,7 +410,7 @@ pub async fn serve_url(
             account_id: url.account_id.clone(),
             url_id: url.url_id.clone(),
             domain_name: format!("{}.lambda-url.{}.on.aws", url.url_id, state.config.region),
-            request_id: uuid::Uuid::new_v4().to_string(),
+            request_id: request_id.clone(),
             time_epoch_ms: chrono::Utc::now().timestamp_millis(),
             iam_caller: None,
         };
@@ -383,6 +424,7 @@ pub async fn serve_url(
         state,
         &caller,
         &resolved,
+        request_id.clone(),
         payload,
         None,
         InvocationType::FunctionUrl,
@@ -391,9 +433,10 @@ pub async fn serve_url(
     )
     .await;
     let mut resp = match result {
-        Err(ApiError::TooManyRequests { .. }) => {
-            plain(StatusCode::TOO_MANY_REQUESTS, "{\"Message\":\"Rate Exceeded.\"}")
-        }
+        Err(ApiError::TooManyRequests { .. }) => plain(
+            StatusCode::TOO_MANY_REQUESTS,
+            "{\"Message\":\"Rate Exceeded.\"}",
+        ),
         Err(e) => e.into_response(),
         Ok(r) if r.outcome != Outcome::Success => {
             (StatusCode::BAD_GATEWAY, "Internal Server Error").into_response()
@@ -406,5 +449,8 @@ pub async fn serve_url(
         },
     };
     apply_cors(&url, origin.as_deref(), &mut resp);
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-amzn-RequestId", v);
+    }
     resp
 }

@@ -38,16 +38,13 @@ pub async fn publish(
     };
     let r = state.resolve(&caller.account_id, &name, None)?;
     // Clients send CodeSha256 as Lambda reports it: base64 of the digest.
-    let expected = req
-        .code_sha256
-        .as_deref()
-        .map(|b64| {
-            use base64::Engine as _;
-            base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .map(hex::encode)
-                .unwrap_or_else(|_| b64.to_owned())
-        });
+    let expected = req.code_sha256.as_deref().map(|b64| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map(hex::encode)
+            .unwrap_or_else(|_| b64.to_owned())
+    });
     let (version, entry) = state
         .catalog
         .publish_version(
@@ -91,7 +88,13 @@ pub async fn list_versions(
 ) -> Result<Json<Value>, ApiError> {
     let r = state.resolve(&caller.account_id, &name, None)?;
     let e = &r.entry;
-    let mut items = vec![function_configuration(&state, e, &e.latest, true, Detail::ListItem)];
+    let mut items = vec![function_configuration(
+        &state,
+        e,
+        &e.latest,
+        true,
+        Detail::ListItem,
+    )];
     items.extend(
         e.versions
             .values()
@@ -122,7 +125,18 @@ struct AliasInput {
     revision_id: Option<String>,
 }
 
-/// Checks an alias's target and routing as Lambda does.
+/// A routing weight as Lambda's validation messages print it (Java's `Double`): `2.0`,
+/// `-1.0`, `0.25`.
+fn java_double(v: f64) -> String {
+    if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e7 {
+        format!("{v:.1}")
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Checks an alias's target and routing as Lambda does, in Lambda's order, so the first
+/// problem reported is the one Lambda reports.
 fn check_alias(
     state: &AppState,
     entry: &store::FunctionEntry,
@@ -130,11 +144,14 @@ fn check_alias(
     routing: &BTreeMap<String, f64>,
 ) -> Result<(), ApiError> {
     let exists = |v: &str| entry.version(v).is_some();
-    if !exists(version) {
-        return Err(ApiError::ResourceNotFound(format!(
+    let missing = |v: &str| {
+        ApiError::ResourceNotFound(format!(
             "Function not found: {}",
-            state.arns.qualified(&entry.account_id, &entry.name, version)
-        )));
+            state.arns.qualified(&entry.account_id, &entry.name, v)
+        ))
+    };
+    if !exists(version) {
+        return Err(missing(version));
     }
     if routing.len() > 1 {
         return Err(ApiError::InvalidParameterValue(
@@ -142,14 +159,15 @@ fn check_alias(
         ));
     }
     for (v, weight) in routing {
-        if !(0.0..=1.0).contains(weight) || weight.is_nan() {
+        let shown = format!("{{{v}={}}}", java_double(*weight));
+        if !(0.0..=1.0).contains(weight) {
             return Err(ApiError::Validation(format!(
-                "1 validation error detected: Value '{{{v}={weight}}}' at 'routingConfig.additionalVersionWeights' failed to satisfy constraint: Map value must satisfy constraint: [Member must have value less than or equal to 1.0, Member must have value greater than or equal to 0.0]"
+                "1 validation error detected: Value '{shown}' at 'routingConfig.additionalVersionWeights' failed to satisfy constraint: Map value must satisfy constraint: [Member must have value less than or equal to 1.0, Member must have value greater than or equal to 0.0, Member must not be null]"
             )));
         }
-        if !protocol::names::is_version_number(v) {
-            return Err(ApiError::Validation(format!(
-                "1 validation error detected: Value '{v}' at 'routingConfig.additionalVersionWeights' failed to satisfy constraint: Map keys must satisfy constraint: [Member must satisfy regular expression pattern: [0-9]+]"
+        if v == version {
+            return Err(ApiError::InvalidParameterValue(format!(
+                "Invalid function version {version}. Function version {version} is already included in routing configuration."
             )));
         }
         if version == protocol::names::LATEST {
@@ -157,15 +175,13 @@ fn check_alias(
                 "$LATEST is not supported for an alias pointing to more than 1 version".into(),
             ));
         }
-        if !exists(v) {
-            return Err(ApiError::InvalidParameterValue(format!(
-                "Alias routing configuration references version {v}, which does not exist."
+        if !protocol::names::is_version_number(v) {
+            return Err(ApiError::Validation(format!(
+                "1 validation error detected: Value '{shown}' at 'routingConfig.additionalVersionWeights' failed to satisfy constraint: Map keys must satisfy constraint: [Member must have length less than or equal to 1024, Member must have length greater than or equal to 1, Member must satisfy regular expression pattern: [0-9]+]"
             )));
         }
-        if v == version {
-            return Err(ApiError::InvalidParameterValue(
-                "The alias's primary version cannot also be its additional version.".into(),
-            ));
+        if !exists(v) {
+            return Err(missing(v));
         }
     }
     Ok(())
@@ -192,7 +208,18 @@ pub async fn create_alias(
             "1 validation error detected: Value '{alias_name}' at 'name' failed to satisfy constraint: Member must satisfy regular expression pattern: (?!^[0-9]+$)([a-zA-Z0-9-_]+)"
         )));
     }
+    let exists = || {
+        ApiError::ResourceConflict(format!(
+            "Alias already exists: {}",
+            state
+                .arns
+                .qualified(&r.entry.account_id, &r.entry.name, &alias_name)
+        ))
+    };
     let version = req.function_version.unwrap_or_default();
+    if r.entry.version(&version).is_some() && r.entry.aliases.contains_key(&alias_name) {
+        return Err(exists());
+    }
     let routing = req
         .routing_config
         .map(|r| r.additional_version_weights)
@@ -210,12 +237,7 @@ pub async fn create_alias(
         .put_alias(&caller.account_id, &r.entry.name, record, true, None)
         .await
         .map_err(|e| match e {
-            CatalogError::AliasExists => ApiError::ResourceConflict(format!(
-                "Alias already exists: {}",
-                state
-                    .arns
-                    .qualified(&r.entry.account_id, &r.entry.name, &alias_name)
-            )),
+            CatalogError::AliasExists => exists(),
             other => ApiError::service(other),
         })?;
     let body = alias_configuration(&state, &r.entry, &alias);
@@ -228,11 +250,14 @@ pub async fn get_alias(
     Path((name, alias)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let r = state.resolve(&caller.account_id, &name, None)?;
-    let a = r
-        .entry
-        .aliases
-        .get(&alias)
-        .ok_or_else(|| alias_not_found(&state, &r.entry, &alias))?;
+    let a = r.entry.aliases.get(&alias).ok_or_else(|| {
+        ApiError::ResourceNotFound(format!(
+            "Cannot find alias arn: {}",
+            state
+                .arns
+                .qualified(&r.entry.account_id, &r.entry.name, &alias)
+        ))
+    })?;
     Ok(Json(alias_configuration(&state, &r.entry, a)))
 }
 
@@ -261,7 +286,9 @@ pub async fn update_alias(
     let record = AliasRecord {
         name: alias.clone(),
         function_version: version,
-        description: req.description.unwrap_or_else(|| current.description.clone()),
+        description: req
+            .description
+            .unwrap_or_else(|| current.description.clone()),
         routing,
         revision_id: uuid::Uuid::new_v4().to_string(),
     };
@@ -323,4 +350,17 @@ pub async fn list_aliases(
         obj.insert("NextMarker".into(), Value::String(next));
     }
     Ok(Json(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::java_double;
+
+    #[test]
+    fn weights_print_as_java_doubles() {
+        assert_eq!(java_double(2.0), "2.0");
+        assert_eq!(java_double(-1.0), "-1.0");
+        assert_eq!(java_double(0.25), "0.25");
+        assert_eq!(java_double(0.0), "0.0");
+    }
 }

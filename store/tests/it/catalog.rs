@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use store::{
-    AliasRecord, Catalog, CatalogError, Db, EventInvokeConfig, EventInvokeRecord,
-    PolicyStatement, ProvisionedRecord, UrlConfigRecord, VersionConfig,
+    AliasRecord, Catalog, CatalogError, Db, EventInvokeConfig, EventInvokeRecord, PolicyStatement,
+    ProvisionedRecord, UrlConfigRecord, VersionConfig,
 };
 
 use crate::backends;
@@ -44,11 +44,18 @@ async fn every_change_survives_a_reload() {
     for b in backends().await {
         let c = load(&b.db).await;
         let a = "111111111111";
-        c.create_function(a, "f", config("aa"), BTreeMap::from([("t".into(), "v".into())]), true)
-            .await
-            .unwrap();
+        c.create_function(
+            a,
+            "f",
+            config("aa"),
+            BTreeMap::from([("t".into(), "v".into())]),
+            true,
+        )
+        .await
+        .unwrap();
         assert!(matches!(
-            c.create_function(a, "f", config("aa"), BTreeMap::new(), false).await,
+            c.create_function(a, "f", config("aa"), BTreeMap::new(), false)
+                .await,
             Err(CatalogError::FunctionExists)
         ));
         let before = c.function(a, "f").unwrap();
@@ -60,10 +67,16 @@ async fn every_change_survives_a_reload() {
             c.update_latest(a, "f", Some("stale"), config("cc")).await,
             Err(CatalogError::RevisionMismatch)
         ));
-        let (v2, _) = c.publish_version(a, "f", None, None, Some("second")).await.unwrap();
+        let (v2, _) = c
+            .publish_version(a, "f", None, None, Some("second"))
+            .await
+            .unwrap();
         assert_eq!(v2.version, "2");
         // Publishing an unchanged $LATEST returns the newest version again.
-        let (again, _) = c.publish_version(a, "f", None, None, Some("second")).await.unwrap();
+        let (again, _) = c
+            .publish_version(a, "f", None, None, Some("second"))
+            .await
+            .unwrap();
         assert_eq!(again.version, "2");
         assert!(matches!(
             c.publish_version(a, "f", Some("zz"), None, None).await,
@@ -166,8 +179,10 @@ async fn specs_point_at_the_content_addressed_package() {
     for b in backends().await {
         let c = Arc::new(load(&b.db).await);
         let mut cfg = config("abc");
-        cfg.environment
-            .insert("LAMINA_ALLOWED_HOSTS".into(), "api.example.com, x.test".into());
+        cfg.environment.insert(
+            "LAMINA_ALLOWED_HOSTS".into(),
+            "api.example.com, x.test".into(),
+        );
         let e = c
             .create_function("111111111111", "f", cfg, BTreeMap::new(), false)
             .await

@@ -100,9 +100,15 @@ async fn a_crash_loses_no_spooled_record() {
             // write was cut short.
             let spool = Spool::open(&config).unwrap();
             spool.append(&entries(0..300)).unwrap();
-            let seg = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+            let seg = std::fs::read_dir(dir.path())
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path();
             let mut f = std::fs::OpenOptions::new().append(true).open(seg).unwrap();
-            f.write_all(b"{\"kind\":\"invocation\",\"request_id\":\"cut").unwrap();
+            f.write_all(b"{\"kind\":\"invocation\",\"request_id\":\"cut")
+                .unwrap();
         }
         // The next process replays the old segment.
         let spool = Spool::open(&config).unwrap();
@@ -133,7 +139,10 @@ async fn corrupt_lines_are_skipped_not_fatal() {
         drain(&mut writer).await;
         assert_eq!(rows(&b.db).await, 2, "{}", b.name);
         assert_eq!(
-            spool.stats().corrupt.load(std::sync::atomic::Ordering::Relaxed),
+            spool
+                .stats()
+                .corrupt
+                .load(std::sync::atomic::Ordering::Relaxed),
             1
         );
     }
@@ -148,22 +157,31 @@ struct Proxy {
 
 impl Proxy {
     async fn start(port: u16) -> Proxy {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
         let port = listener.local_addr().unwrap().port();
         let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let c = conns.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
                 let h = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5432").await {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5432").await
+                    {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
                 });
                 c.lock().unwrap().push(h);
             }
         });
-        Proxy { port, task: Some(task), conns }
+        Proxy {
+            port,
+            task: Some(task),
+            conns,
+        }
     }
 
     fn cut(&mut self) {
@@ -190,7 +208,12 @@ async fn a_database_outage_delays_but_never_loses_records() {
     let spool = Spool::open(&config).unwrap();
     let writer = LedgerWriter::new(spool.clone(), db.clone(), &config);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(writer.run(async { let _ = rx.await; }, Duration::from_secs(10)));
+    let run = tokio::spawn(writer.run(
+        async {
+            let _ = rx.await;
+        },
+        Duration::from_secs(10),
+    ));
 
     spool.append(&entries(0..100)).unwrap();
     wait_for_rows(&direct, 100).await;
@@ -201,12 +224,23 @@ async fn a_database_outage_delays_but_never_loses_records() {
         spool.append(chunk).unwrap();
     }
     for _ in 0..200 {
-        if spool.stats().write_errors.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+        if spool
+            .stats()
+            .write_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(spool.stats().write_errors.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert!(
+        spool
+            .stats()
+            .write_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
     assert_eq!(rows(&direct).await, 100);
 
     let _restored = Proxy::start(proxy.port).await;

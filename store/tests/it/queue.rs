@@ -28,7 +28,10 @@ async fn events_are_leased_once_and_settled_atomically() {
         let leased = q.lease_due("me", 10).await.unwrap();
         assert_eq!(leased.len(), 2, "{}", b.name);
         assert_eq!(leased[0].payload, b"{\"n\":1}");
-        assert!(q.lease_due("me", 10).await.unwrap().is_empty(), "leased twice");
+        assert!(
+            q.lease_due("me", 10).await.unwrap().is_empty(),
+            "leased twice"
+        );
 
         // A retry comes back only when due.
         q.settle(
@@ -45,9 +48,14 @@ async fn events_are_leased_once_and_settled_atomically() {
 
         // Done with a follow-up: the destination event appears in the same step.
         let dest = event("destination");
-        q.settle(&e2.event_id, &Settlement::Done { follow_up: Some(dest.clone()) })
-            .await
-            .unwrap();
+        q.settle(
+            &e2.event_id,
+            &Settlement::Done {
+                follow_up: Some(dest.clone()),
+            },
+        )
+        .await
+        .unwrap();
         let next = q.lease_due("me", 10).await.unwrap();
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].function_name, "destination");

@@ -3,9 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use protocol::{
-    Blame, EnvironmentError, ExecutionBackend, InitializationType, Outcome, StartKind,
-};
+use protocol::{Blame, EnvironmentError, ExecutionBackend, InitializationType, Outcome, StartKind};
 
 use crate::{Harness, body, error_type, event, rss_bytes};
 
@@ -42,7 +40,10 @@ async fn timeouts_stop_sleeping_and_spinning_guests() {
     }
     // After a timeout the environment re-initialises and serves again.
     let mut env = h.environment("sleep", 128, SECOND).await;
-    assert_eq!(env.invoke(event("{\"ms\":3000}")).await.outcome, Outcome::Timeout);
+    assert_eq!(
+        env.invoke(event("{\"ms\":3000}")).await.outcome,
+        Outcome::Timeout
+    );
     let r = env.invoke(event("{\"ms\":1}")).await;
     assert_eq!(r.outcome, Outcome::Success, "{r:?}");
     assert_eq!(r.start, StartKind::Cold);
@@ -54,8 +55,15 @@ async fn memory_size_caps_linear_memory() {
     let mut env = h.environment("memory-hog", 128, 5 * SECOND).await;
     let r = env.invoke(event("{\"mb\":40}")).await;
     assert_eq!(r.outcome, Outcome::Success, "{r:?}");
-    assert!(r.max_memory_used_mb >= 40, "Max Memory Used {}", r.max_memory_used_mb);
-    assert!(r.log.contains(&format!("Max Memory Used: {} MB", r.max_memory_used_mb)));
+    assert!(
+        r.max_memory_used_mb >= 40,
+        "Max Memory Used {}",
+        r.max_memory_used_mb
+    );
+    assert!(
+        r.log
+            .contains(&format!("Max Memory Used: {} MB", r.max_memory_used_mb))
+    );
 
     let r = env.invoke(event("{\"mb\":400}")).await;
     assert_eq!(r.outcome, Outcome::OutOfMemory, "{r:?}");
@@ -75,7 +83,11 @@ async fn every_fault_kind_is_caught_and_worded() {
     let table: &[(&str, &str, &str)] = &[
         ("panic", "Runtime.ExitError", "panicked at"),
         ("unreachable", "Runtime.ExitError", "unreachable"),
-        ("stack-overflow", "Runtime.ExitError", "call stack exhausted"),
+        (
+            "stack-overflow",
+            "Runtime.ExitError",
+            "call stack exhausted",
+        ),
         ("abort", "Runtime.ExitError", "Runtime exited with error"),
         ("oob", "Runtime.ExitError", "out of bounds memory access"),
         ("exit", "Runtime.ExitError", "exit status 1"),
@@ -100,10 +112,17 @@ async fn a_log_flood_is_bounded() {
     let mut env = h.environment("log-flood", 128, 10 * SECOND).await;
     for stream in ["stdout", "stderr"] {
         let r = env
-            .invoke(event(&format!("{{\"bytes\":{},\"stream\":\"{stream}\"}}", 64 << 20)))
+            .invoke(event(&format!(
+                "{{\"bytes\":{},\"stream\":\"{stream}\"}}",
+                64 << 20
+            )))
             .await;
         assert_eq!(r.outcome, Outcome::Success, "{r:?}");
-        assert!(r.log.len() < (64 << 10) + 4096, "log is {} bytes", r.log.len());
+        assert!(
+            r.log.len() < (64 << 10) + 4096,
+            "log is {} bytes",
+            r.log.len()
+        );
         assert!(r.log.contains("log output truncated"), "{stream}");
         assert!(r.log.contains("REPORT RequestId"));
     }
@@ -154,11 +173,23 @@ async fn a_thousand_faulty_invocations_leave_the_host_healthy() {
     faults.invoke(event("{\"kind\":\"panic\"}")).await;
     hog.invoke(event("{\"mb\":100}")).await;
     let baseline = rss_bytes();
-    let kinds = ["panic", "unreachable", "stack-overflow", "abort", "oob", "error", "exit"];
+    let kinds = [
+        "panic",
+        "unreachable",
+        "stack-overflow",
+        "abort",
+        "oob",
+        "error",
+        "exit",
+    ];
     let mut outcomes = std::collections::HashMap::<Outcome, usize>::new();
     for i in 0..1000 {
         let r = match i % 10 {
-            0..=6 => faults.invoke(event(&format!("{{\"kind\":\"{}\"}}", kinds[i % 7]))).await,
+            0..=6 => {
+                faults
+                    .invoke(event(&format!("{{\"kind\":\"{}\"}}", kinds[i % 7])))
+                    .await
+            }
             7 | 8 => hog.invoke(event("{\"mb\":100}")).await,
             _ if i % 100 == 9 => spin.invoke(event("{}")).await,
             _ => faults.invoke(event("{}")).await,

@@ -54,13 +54,21 @@ async fn wasi_command_components_read_stdin_and_exit_codes_are_errors() {
     let v = body(&r);
     assert_eq!(v["stdin_bytes"], 13);
     assert_eq!(v["upper"], "{\"A\":\"HELLO\"}");
-    assert!(r.log.contains('\n'), "stderr line missing from log: {}", r.log);
+    assert!(
+        r.log.contains('\n'),
+        "stderr line missing from log: {}",
+        r.log
+    );
 
     let r = env.invoke(event("{\"please\":\"exit\"}")).await;
     assert_eq!(r.outcome, Outcome::FunctionError);
     assert_eq!(error_type(&r), "Runtime.ExitError");
     assert!(
-        r.error.as_ref().unwrap().error_message.ends_with("exit status 1"),
+        r.error
+            .as_ref()
+            .unwrap()
+            .error_message
+            .ends_with("exit status 1"),
         "{:?}",
         r.error
     );
@@ -82,7 +90,11 @@ async fn c_command_core_module_runs_as_a_function() {
     let r = env.invoke(event("\"fail\"")).await;
     assert_eq!(r.outcome, Outcome::FunctionError);
     assert!(
-        r.error.as_ref().unwrap().error_message.ends_with("exit status 1"),
+        r.error
+            .as_ref()
+            .unwrap()
+            .error_message
+            .ends_with("exit status 1"),
         "{:?}",
         r.error
     );
@@ -189,7 +201,10 @@ async fn precompiled_artifacts_survive_a_restart() {
 
     let artifacts: Vec<_> = walk(&data.join("compiled"));
     assert_eq!(artifacts.len(), 1, "{artifacts:?}");
-    let modified = std::fs::metadata(&artifacts[0]).unwrap().modified().unwrap();
+    let modified = std::fs::metadata(&artifacts[0])
+        .unwrap()
+        .modified()
+        .unwrap();
 
     let second = make();
     let started = std::time::Instant::now();
@@ -197,7 +212,10 @@ async fn precompiled_artifacts_survive_a_restart() {
     let load_time = started.elapsed();
     assert_eq!(walk(&data.join("compiled")), artifacts);
     assert_eq!(
-        std::fs::metadata(&artifacts[0]).unwrap().modified().unwrap(),
+        std::fs::metadata(&artifacts[0])
+            .unwrap()
+            .modified()
+            .unwrap(),
         modified,
         "the artifact was rewritten instead of reused"
     );

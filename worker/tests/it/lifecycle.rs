@@ -18,9 +18,16 @@ async fn warm_invocations_reuse_the_instance_and_a_trap_resets_it() {
         let r = env.invoke(event("{}")).await;
         assert_eq!(r.outcome, Outcome::Success, "{r:?}");
         let v = body(&r);
-        assert_eq!(v["count"], expected, "globals must survive between invocations");
+        assert_eq!(
+            v["count"], expected,
+            "globals must survive between invocations"
+        );
         assert_eq!(v["inits"], 1, "INIT must run once");
-        let expected_start = if expected == 1 { StartKind::Cold } else { StartKind::Warm };
+        let expected_start = if expected == 1 {
+            StartKind::Cold
+        } else {
+            StartKind::Warm
+        };
         assert_eq!(r.start, expected_start);
         assert_eq!(r.init_duration.is_some(), expected == 1);
     }
@@ -38,7 +45,11 @@ async fn warm_invocations_reuse_the_instance_and_a_trap_resets_it() {
     assert_eq!(r.start, StartKind::Cold);
     assert!(r.log.contains("Init Duration: "), "{}", r.log);
     let r = env.invoke(event("{\"tmp\":\"read\"}")).await;
-    assert_eq!(body(&r)["marker"], "4", "/tmp must survive a reset, as on Lambda");
+    assert_eq!(
+        body(&r)["marker"],
+        "4",
+        "/tmp must survive a reset, as on Lambda"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -56,17 +67,25 @@ async fn log_lines_match_lambdas_format() {
     for (r, init) in [(&cold, r"Init Duration: \d+\.\d\d ms\t"), (&warm, "")] {
         let id = &r.request_id;
         assert!(
-            r.log.contains(&format!("START RequestId: {id} Version: $LATEST\n")),
+            r.log
+                .contains(&format!("START RequestId: {id} Version: $LATEST\n")),
             "{}",
             r.log
         );
-        assert!(r.log.contains(&format!("END RequestId: {id}\n")), "{}", r.log);
+        assert!(
+            r.log.contains(&format!("END RequestId: {id}\n")),
+            "{}",
+            r.log
+        );
         assert!(report(init).is_match(&r.log), "{}", r.log);
         assert!(r.log.ends_with('\n'));
         assert!(r.max_memory_used_mb >= 1 && r.max_memory_used_mb <= 256);
         let billed = r.billed_ms();
         let exact = (r.init_duration.unwrap_or_default() + r.duration).as_secs_f64() * 1000.0;
-        assert!(billed as f64 >= exact && (billed as f64) < exact + 1.0, "{billed} vs {exact}");
+        assert!(
+            billed as f64 >= exact && (billed as f64) < exact + 1.0,
+            "{billed} vs {exact}"
+        );
     }
 }
 
@@ -91,7 +110,10 @@ async fn guests_see_only_their_package_their_tmp_and_lambdas_variables() {
         assert_eq!(vars.get(k).and_then(|x| x.as_str()), Some(expected), "{k}");
     }
     for host_var in ["PATH", "HOME", "CARGO_MANIFEST_DIR", "RUST_BACKTRACE"] {
-        assert!(!vars.contains_key(host_var), "host variable {host_var} leaked in");
+        assert!(
+            !vars.contains_key(host_var),
+            "host variable {host_var} leaked in"
+        );
     }
     let listing: Vec<&str> = v["var_task"]
         .as_array()
@@ -100,7 +122,10 @@ async fn guests_see_only_their_package_their_tmp_and_lambdas_variables() {
         .map(|x| x.as_str().unwrap())
         .collect();
     assert!(listing.contains(&"function.wasm") && listing.contains(&"data.txt"));
-    assert_ne!(v["etc_passwd"], "readable", "the host filesystem must be invisible");
+    assert_ne!(
+        v["etc_passwd"], "readable",
+        "the host filesystem must be invisible"
+    );
     assert_eq!(v["tmp_write"], "ok");
     assert_ne!(v["var_task_write"], "ok", "/var/task must be read-only");
 }

@@ -1,0 +1,83 @@
+"""Burst from zero and scale-to-zero memory, against a fresh `lamina up` (release build).
+
+1. Burst from zero: N concurrent invokes of a function with no environments; the time
+   until all are answered, cold starts, throttles (the `burst` client does the firing).
+2. Memory: process RSS at idle (baseline), with 1,000 warm environments of a small
+   function, and after they have all scaled to zero (target: within 10 % of baseline).
+
+Usage: .venv/bin/python bench/scale_to_zero.py [--envs 1000] [--burst 500]
+"""
+
+import argparse
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
+
+
+def rss_mb(pid):
+    status = pathlib.Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def burst(endpoint, function, n, payload):
+    out = subprocess.run(
+        [TARGET / "burst", endpoint, function, str(n), payload],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    return out.strip()
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--envs", type=int, default=1000)
+    p.add_argument("--burst", type=int, default=500)
+    p.add_argument("--idle-timeout", type=float, default=5.0)
+    args = p.parse_args()
+    data = tempfile.mkdtemp(prefix="lamina-scale-")
+    proc = subprocess.Popen(
+        [TARGET / "lamina", "up", "--listen", "127.0.0.1:0", "--data-dir", data,
+         "--idle-timeout", str(args.idle_timeout), "--max-environments", str(args.envs + 100),
+         "--account-concurrency", str(max(args.envs, args.burst) + 100)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    endpoint = None
+    for line in proc.stdout:
+        m = re.search(r"listening on (http://\S+)", line)
+        if m:
+            endpoint = m.group(1)
+            break
+    try:
+        subprocess.run([sys.executable, ROOT / "bench" / "setup.py", endpoint], check=True,
+                       capture_output=True)
+        print(f"machine: {os.cpu_count()} cores; lamina release build; idle timeout {args.idle_timeout}s")
+        print(f"\n-- burst from zero: {args.burst} concurrent invokes of `hello` (no environments yet)")
+        print(burst(endpoint, "hello", args.burst, "{}"))
+        print("\n-- the same burst again, now warm (baseline)")
+        print(burst(endpoint, "hello", args.burst, "{}"))
+
+        time.sleep(args.idle_timeout * 2 + 1)
+        baseline = rss_mb(proc.pid)
+        print(f"\n-- memory: idle baseline RSS {baseline:.1f} MB")
+        # Each invoke sleeps, so all of them hold an environment at once.
+        print(burst(endpoint, "sleep", args.envs, '{"ms": 1500}'))
+        warm = rss_mb(proc.pid)
+        print(f"RSS with {args.envs} warm environments: {warm:.1f} MB "
+              f"({(warm - baseline) * 1024 / args.envs:.0f} KB per environment)")
+        time.sleep(args.idle_timeout * 2 + 1)
+        after = rss_mb(proc.pid)
+        print(f"RSS after scale to zero: {after:.1f} MB "
+              f"({(after / baseline - 1) * 100:+.1f} % of baseline; target within 10 %)")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

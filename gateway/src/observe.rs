@@ -1,0 +1,187 @@
+//! What operators read: Prometheus's `/metrics`, the `/lamina/status` snapshot, and the
+//! per-route HTTP metrics every request feeds.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Requests by route template (never the raw path: names and ids would explode the
+/// series count) and status.
+#[derive(Clone)]
+pub struct HttpMetrics {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+}
+
+impl std::fmt::Debug for HttpMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpMetrics").finish_non_exhaustive()
+    }
+}
+
+impl HttpMetrics {
+    /// Adds the HTTP metrics to `registry`. A second gateway on the same scheduler keeps
+    /// counting for itself instead of failing.
+    pub fn new(registry: &Registry) -> Self {
+        Self::register(registry).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "HTTP metrics already registered; not exported twice");
+            Self::register(&Registry::new()).expect("a fresh registry accepts them")
+        })
+    }
+
+    fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "lamina_http_requests_total",
+                "HTTP requests by route template, method and status.",
+            ),
+            &["route", "method", "status"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "lamina_http_request_duration_seconds",
+                "Time to the response head, by route template and method.",
+            )
+            .buckets(scheduler::telemetry::DURATION_BUCKETS.to_vec()),
+            &["route", "method"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        Ok(HttpMetrics { requests, duration })
+    }
+}
+
+/// Function-URL requests routed by host name never match an API route.
+const UNMATCHED: &str = "unmatched";
+
+pub async fn count_requests(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(UNMATCHED, |p| p.as_str())
+        .to_owned();
+    let resp = next.run(request).await;
+    let m = &state.http_metrics;
+    m.requests
+        .with_label_values(&[route.as_str(), method.as_str(), resp.status().as_str()])
+        .inc();
+    m.duration
+        .with_label_values(&[route.as_str(), method.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+fn since_epoch_us(us: i64) -> Option<Duration> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+    (us > 0).then(|| now.saturating_sub(Duration::from_micros(us as u64)))
+}
+
+/// Async queue depth and the age of its oldest event.
+async fn queue_state(state: &AppState) -> Result<(u64, Option<Duration>), ApiError> {
+    let (depth, oldest_ms) = state.queue.depth().await.map_err(ApiError::service)?;
+    Ok((depth, oldest_ms.and_then(|ms| since_epoch_us(ms * 1000))))
+}
+
+/// Ledger records spooled but not yet in the database, and how long the oldest waited.
+fn ledger_state(state: &AppState) -> (u64, Duration) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let stats = state.spool.stats();
+    let backlog = stats
+        .appended
+        .load(Relaxed)
+        .saturating_sub(stats.committed.load(Relaxed));
+    let lag = since_epoch_us(stats.oldest_pending_us.load(Relaxed)).unwrap_or_default();
+    (backlog, lag)
+}
+
+/// `GET /metrics`: Prometheus's text exposition format.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let telemetry = state.scheduler.telemetry();
+    let limits = state.scheduler.limits();
+    telemetry.observe_pools(&state.scheduler.snapshot(), limits.account_concurrency);
+    match queue_state(&state).await {
+        Ok((depth, age)) => telemetry.observe_queue(depth, age),
+        // Stale queue gauges are better than no metrics while the database is away.
+        Err(e) => tracing::warn!(error = %e, "cannot read the async queue depth for /metrics"),
+    }
+    let (backlog, lag) = ledger_state(&state);
+    telemetry.observe_ledger(backlog, lag);
+    (
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        telemetry.encode(),
+    )
+        .into_response()
+}
+
+/// `GET /lamina/status`: environments per function version and state, in-flight
+/// invocations, throttles, the async queue and the ledger, as JSON for operators.
+pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let pools: Vec<Value> = state
+        .scheduler
+        .snapshot()
+        .iter()
+        .map(|p| {
+            json!({
+                "AccountId": &*p.function.account_id,
+                "FunctionName": &*p.function.name,
+                "Version": p.version(),
+                "Environments": {
+                    "Idle": p.counts.idle,
+                    "Busy": p.counts.busy,
+                    "Initializing": p.counts.starting,
+                    "Provisioned": p.counts.provisioned,
+                },
+                "FunctionInFlight": p.in_flight_function,
+                "ReservedConcurrency": p.reserved,
+            })
+        })
+        .collect();
+    let stats = state.scheduler.stats();
+    let limits = state.scheduler.limits();
+    let (depth, oldest) = queue_state(&state).await?;
+    let (backlog, lag) = ledger_state(&state);
+    Ok(Json(json!({
+        "Pools": pools,
+        "Environments": state.scheduler.environments(),
+        "Limits": {
+            "AccountConcurrency": limits.account_concurrency,
+            "MinUnreserved": limits.min_unreserved,
+            "BurstLimit": limits.burst_limit,
+            "BurstIntervalSeconds": limits.burst_interval.as_secs_f64(),
+            "IdleTimeoutSeconds": limits.idle_timeout.as_secs_f64(),
+            "MaxEnvironments": limits.max_environments,
+        },
+        "Starts": {
+            "Cold": stats.cold_starts.load(Relaxed),
+            "Warm": stats.warm_starts.load(Relaxed),
+        },
+        "Throttles": {
+            "ReservedFunctionConcurrentInvocationLimitExceeded": stats.throttles_reserved.load(Relaxed),
+            "ConcurrentInvocationLimitExceeded": stats.throttles_account.load(Relaxed),
+            "FunctionInvocationRateLimitExceeded": stats.throttles_rate.load(Relaxed),
+        },
+        "AsyncQueue": {
+            "Depth": depth,
+            "OldestAgeSeconds": oldest.map(|a| a.as_secs_f64()),
+        },
+        "Ledger": {
+            "BacklogRecords": backlog,
+            "WriteLagSeconds": lag.as_secs_f64(),
+        },
+    })))
+}

@@ -1,0 +1,112 @@
+//! The client side of the subcommands that talk to a running Lamina (`logs`, `usage`).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use http_body_util::{BodyExt as _, Empty};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+use crate::cli::UsageError;
+
+/// A running Lamina's HTTP endpoint.
+pub struct Remote {
+    endpoint: String,
+    client: Client<HttpConnector, Empty<Bytes>>,
+}
+
+impl Remote {
+    pub fn new(endpoint: &str) -> Result<Self, UsageError> {
+        if !endpoint.starts_with("http://") {
+            return Err(UsageError(format!(
+                "--endpoint must be an http:// URL, not {endpoint:?}"
+            )));
+        }
+        Ok(Remote {
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        })
+    }
+
+    /// GETs `path_and_query` and returns its JSON body; Lambda-shaped errors become an
+    /// error carrying their type and message.
+    pub async fn get_json(&self, path_and_query: &str) -> anyhow::Result<Value> {
+        let uri: hyper::Uri = format!("{}{path_and_query}", self.endpoint)
+            .parse()
+            .context("building the request URL")?;
+        let resp = self
+            .client
+            .get(uri)
+            .await
+            .with_context(|| format!("cannot reach Lamina at {}", self.endpoint))?;
+        let status = resp.status();
+        let error_type = resp
+            .headers()
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .context("reading the response")?
+            .to_bytes();
+        let value: Value = serde_json::from_slice(&body).with_context(|| {
+            format!("the server answered {status} with a body that is not JSON")
+        })?;
+        if !status.is_success() {
+            let message = value
+                .get("message")
+                .or_else(|| value.get("Message"))
+                .and_then(Value::as_str)
+                .unwrap_or("no message");
+            bail!(
+                "{} ({status}): {message}",
+                error_type.as_deref().unwrap_or("error")
+            );
+        }
+        Ok(value)
+    }
+}
+
+/// Microseconds since the epoch of a `--since` value: a duration back from now (`10m`,
+/// `2h`, `7d`) or an RFC 3339 time (`2026-01-31T12:00:00Z`).
+pub fn since_micros(value: &str, now: SystemTime) -> Result<i64, UsageError> {
+    let at = match humantime::parse_duration(value) {
+        Ok(back) => now.checked_sub(back).unwrap_or(UNIX_EPOCH),
+        Err(_) => humantime::parse_rfc3339_weak(value).map_err(|_| {
+            UsageError(format!(
+                "--since takes a duration like 10m or 2h, or a time like 2026-01-31T12:00:00Z; not {value:?}"
+            ))
+        })?,
+    };
+    Ok(at
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_micros() as i64)
+}
+
+/// Percent-encodes a query value.
+pub fn query_value(value: &str) -> String {
+    percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_durations_and_times() {
+        let now = UNIX_EPOCH + Duration::from_secs(10_000);
+        assert_eq!(since_micros("10s", now).unwrap(), 9_990_000_000);
+        assert_eq!(since_micros("1h", now).unwrap(), 6_400_000_000);
+        assert_eq!(
+            since_micros("1970-01-01T00:00:05Z", now).unwrap(),
+            5_000_000
+        );
+        assert!(since_micros("yesterday", now).is_err());
+    }
+}

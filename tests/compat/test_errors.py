@@ -1,0 +1,121 @@
+"""The wire shape of errors and of the path encoding clients use, checked on raw HTTP
+where botocore would hide the details."""
+
+import io
+import json
+import os
+import urllib.parse
+import zipfile
+
+import requests
+
+from conftest import UUID_RE, arn, expect_error, unique
+
+
+def get(lamina, path, **kwargs):
+    return requests.get(lamina.endpoint + path, timeout=30, **kwargs)
+
+
+def check_shape(r, status, error_type):
+    assert r.status_code == status, r.text
+    assert r.headers["x-amzn-ErrorType"] == error_type
+    assert UUID_RE.match(r.headers["x-amzn-RequestId"])
+    assert r.headers["content-type"] == "application/json"
+    return r.json()
+
+
+def test_not_found_body_uses_capital_message(lamina):
+    missing = unique("missing")
+    r = get(lamina, f"/2015-03-31/functions/{missing}")
+    assert check_shape(r, 404, "ResourceNotFoundException") == {
+        "Type": "User",
+        "Message": f"Function not found: {arn(missing)}",
+    }
+
+
+def test_parameter_errors_use_lowercase_message(lamina, make_function):
+    name = make_function("hello")
+    r = requests.delete(
+        f"{lamina.endpoint}/2015-03-31/functions/{name}?Qualifier=%24LATEST", timeout=30
+    )
+    assert check_shape(r, 400, "InvalidParameterValueException") == {
+        "Type": "User",
+        "message": "$LATEST version cannot be deleted without deleting the function.",
+    }
+
+
+def test_throttle_body_reason_and_retry_after(lamina, client, make_function):
+    name = make_function("echo")
+    client.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
+    r = requests.post(f"{lamina.endpoint}/2015-03-31/functions/{name}/invocations", data=b"{}",
+                      timeout=30)
+    assert check_shape(r, 429, "TooManyRequestsException") == {
+        "Type": "User",
+        "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded",
+        "message": "Rate Exceeded.",
+    }
+    assert r.headers["Retry-After"] == "1"
+
+
+def test_oversized_invoke_body(lamina, make_function):
+    name = make_function("echo")
+    r = requests.post(
+        f"{lamina.endpoint}/2015-03-31/functions/{name}/invocations",
+        data=b'"' + b"x" * (6 * 1024 * 1024) + b'"',
+        timeout=60,
+    )
+    assert check_shape(r, 413, "RequestEntityTooLargeException") == {
+        "Type": "User",
+        "Message": "Request must be smaller than 6291456 bytes for the InvokeFunction operation",
+    }
+
+
+def test_oversized_create_function_requests(lamina, client, make_function):
+    big = b"x" * (70_167_211 + 1)
+    r = requests.post(f"{lamina.endpoint}/2015-03-31/functions", data=big, timeout=120)
+    assert check_shape(r, 413, "RequestEntityTooLargeException")["Message"] == (
+        "Request must be smaller than 70167211 bytes for the CreateFunction operation"
+    )
+    # A zip over 50 MB fits in a request under 70 MB once base64-encoded, and is refused
+    # for its own size.
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("function.wasm", os.urandom(52_428_800))
+    expect_error(
+        client,
+        "RequestEntityTooLargeException",
+        413,
+        lambda: make_function.create("hello", Code={"ZipFile": buf.getvalue()}),
+        "Zipped size must be smaller than 52428800 bytes",
+    )
+
+
+def test_unknown_operation(lamina):
+    r = get(lamina, "/2015-03-31/no-such-thing")
+    body = check_shape(r, 404, "ResourceNotFoundException")
+    assert body["Type"] == "User"
+
+
+def test_percent_encoded_and_raw_arns_in_paths(lamina, make_function):
+    name = make_function("hello")
+    full = arn(name)
+    for segment in (urllib.parse.quote(full, safe=""), full, urllib.parse.quote(f"{name}:$LATEST", safe="")):
+        r = get(lamina, f"/2015-03-31/functions/{segment}/configuration")
+        assert r.status_code == 200, (segment, r.text)
+        assert r.json()["FunctionName"] == name
+    r = requests.post(
+        f"{lamina.endpoint}/2015-03-31/functions/{urllib.parse.quote(full, safe='')}/invocations",
+        timeout=30,
+    )
+    assert (r.status_code, json.loads(r.content)) == (200, {"message": "Hello from Lamina"})
+
+
+def test_success_responses_carry_a_request_id(lamina, client, make_function):
+    name = make_function("hello")
+    for resp in (
+        client.get_function(FunctionName=name),
+        client.list_functions(MaxItems=1),
+        client.get_account_settings(),
+        client.delete_function(FunctionName=name),
+    ):
+        assert UUID_RE.match(resp["ResponseMetadata"]["RequestId"]), resp
