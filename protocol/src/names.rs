@@ -258,9 +258,18 @@ impl fmt::Display for FunctionRef {
 mod tests {
     use super::*;
 
+    /// Input, then the account, region, name and qualifier it must parse to.
+    type Case<'a> = (
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+        &'a str,
+        Option<&'a str>,
+    );
+
     #[test]
     fn accepts_every_form_lambda_accepts() {
-        let table: &[(&str, Option<&str>, Option<&str>, &str, Option<&str>)] = &[
+        let table: &[Case] = &[
             ("my-fn", None, None, "my-fn", None),
             ("my_fn:prod", None, None, "my_fn", Some("prod")),
             ("my-fn:$LATEST", None, None, "my-fn", Some("$LATEST")),

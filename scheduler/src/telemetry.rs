@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use prometheus::{
-    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use protocol::{InvocationResult, LedgerRecord, StartKind};
 
@@ -187,7 +187,7 @@ impl Telemetry {
             ),
             billed_gb_seconds: float_counter(
                 &r,
-                "lamina_billed_gb_seconds_total",
+                "lamina_billed_gigabyte_seconds_total",
                 "Billed compute: billed duration times configured memory.",
                 FUNCTION,
             ),

@@ -70,9 +70,10 @@ def test_metrics_move_with_cold_starts_errors_timeouts_throttles_and_retries(
 
     def retried():
         text = scrape(lamina)
-        return text if value(text, "lamina_async_retries_total", function=faults) >= 1 else None
+        second_attempt = value(text, "lamina_async_queue_wait_seconds_count", function=faults) >= 2
+        return text if second_attempt else None
 
-    after = lamina.wait_for(retried, timeout=30, what="an async retry in /metrics")
+    after = lamina.wait_for(retried, timeout=30, what="a second async attempt in /metrics")
 
     def delta(name, **labels):
         return value(after, name, **labels) - value(before, name, **labels)
@@ -80,32 +81,38 @@ def test_metrics_move_with_cold_starts_errors_timeouts_throttles_and_retries(
     f = dict(account=account)
     assert delta("lamina_invocations_total", function=echo, outcome="success", start="cold", **f) == 1
     assert delta("lamina_invocations_total", function=echo, outcome="success", start="warm", **f) == 1
-    assert delta("lamina_invocations_total", function=faults, outcome="function_error", **f) >= 2
+    assert delta("lamina_async_retries_total", function=faults) == 1
+    # The second attempt's outcome is counted as it is recorded, just after it started.
+    lamina.wait_for(
+        lambda: value(scrape(lamina), "lamina_invocations_total", function=faults, outcome="function_error")
+        - value(before, "lamina_invocations_total", function=faults, outcome="function_error")
+        == 3,
+        what="one sync and two async function errors",
+    )
     assert delta("lamina_invocations_total", function=slow, outcome="timeout", **f) == 1
     assert delta("lamina_cold_starts_total", function=echo, **f) == 1
-    assert (
-        delta(
-            "lamina_throttles_total",
-            function=faults,
-            reason="ReservedFunctionConcurrentInvocationLimitExceeded",
-        )
-        == 1
+    # boto3 retries a 429 on its own, so count what the server answered.
+    route = "/2015-03-31/functions/{name}/invocations"
+    answered_429 = delta("lamina_http_requests_total", route=route, method="POST", status="429")
+    throttles = delta(
+        "lamina_throttles_total",
+        function=faults,
+        reason="ReservedFunctionConcurrentInvocationLimitExceeded",
     )
+    assert throttles >= 1 and throttles == answered_429
     assert delta("lamina_invocation_duration_seconds_count", function=echo) == 2
     assert delta("lamina_init_duration_seconds_count", function=echo) == 1
     assert delta("lamina_platform_overhead_seconds_count", function=echo) == 2
     assert delta("lamina_async_queue_wait_seconds_count", function=faults) >= 2
     assert delta("lamina_billed_requests_total", function=echo) == 2
-    assert delta("lamina_billed_gb_seconds_total", function=echo) > 0
+    assert delta("lamina_billed_gigabyte_seconds_total", function=echo) > 0
     # A one-second timeout at 128 MB bills one second: 0.125 GB-s.
-    assert delta("lamina_billed_gb_seconds_total", function=slow) == pytest.approx(0.125, rel=0.01)
+    assert delta("lamina_billed_gigabyte_seconds_total", function=slow) == pytest.approx(0.125, rel=0.01)
     assert value(after, "lamina_environments", function=echo, state="idle") == 1
     assert value(after, "lamina_account_concurrency_limit", account=account) == 1000
     assert value(after, "lamina_async_queue_depth") >= 0
     assert value(after, "lamina_ledger_backlog_records") >= 0
-    route = "/2015-03-31/functions/{name}/invocations"
     assert delta("lamina_http_requests_total", route=route, method="POST", status="200") >= 4
-    assert delta("lamina_http_requests_total", route=route, method="POST", status="429") == 1
     assert value(after, "process_resident_memory_bytes") > 0
     # No raw paths or request ids as label values.
     for (name, labels), _ in samples(after).items():

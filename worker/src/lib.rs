@@ -201,12 +201,10 @@ pub mod diagnostics {
             let mut store = guarded_store(&worker.shared.engine, state);
             store.data_mut().deadline = Instant::now() + Duration::from_secs(10);
             let started = Instant::now();
-            let instance = pre
-                .instantiate_async(&mut store)
+            pre.instantiate_async(&mut store)
                 .await
                 .map_err(|e| e.to_string())?;
             out.push(started.elapsed());
-            drop(instance);
         }
         Ok(out)
     }

@@ -4,6 +4,9 @@
 //! Without a reachable server the PostgreSQL half is skipped with a visible message,
 //! except under `CI=true`, where that is a failure.
 
+// clippy.toml allows unwrap inside #[test] functions; the harness helpers are test code too.
+#![allow(clippy::unwrap_used)]
+
 mod catalog;
 mod ledger;
 mod queue;

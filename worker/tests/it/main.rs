@@ -4,6 +4,9 @@
 //! Fixtures come from the guests workspace (`guests/build.sh` builds them into
 //! `guests/target/fixtures/`).
 
+// clippy.toml allows unwrap inside #[test] functions; the harness helpers are test code too.
+#![allow(clippy::unwrap_used, clippy::new_without_default)]
+
 mod faults;
 mod kinds;
 mod lifecycle;
