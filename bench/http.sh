@@ -19,10 +19,16 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 
 "$target/release/bare-hyper" 127.0.0.1:4700 >/dev/null & pids+=($!)
-"$target/release/lamina" up --listen 127.0.0.1:4701 --data-dir "$work/lamina" >"$work/lamina.log" 2>&1 & pids+=($!)
+LAMINA_ROOT_ACCESS_KEY_ID=test LAMINA_ROOT_SECRET_ACCESS_KEY=test \
+  "$target/release/lamina" up --listen 127.0.0.1:4701 --data-dir "$work/lamina" >"$work/lamina.log" 2>&1 & pids+=($!)
 for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:4701/ && break; sleep 0.1; done
 .venv/bin/python bench/setup.py http://127.0.0.1:4701 >"$work/setup.txt"
 url=$(awk '$1=="url"{print $2}' "$work/setup.txt")
+# wrk replays one signed request (a signature stays valid for 15 minutes).
+{
+  cat bench/invoke.lua
+  awk '$1=="header"{ $1=""; sub(/^ /,""); split($0, kv, ": "); printf "wrk.headers[\"%s\"] = \"%s\"\n", kv[1], substr($0, length(kv[1]) + 3) }' "$work/setup.txt"
+} >"$work/invoke-signed.lua"
 
 run() { # name url [lua]
   local out
@@ -36,10 +42,10 @@ run() { # name url [lua]
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo); wrk -t1 -c$conns -d$duration"
 # Warm both up so neither pays for first connections or cold starts in the window.
-wrk -t1 -c"$conns" -d2s -s bench/invoke.lua http://127.0.0.1:4701/2015-03-31/functions/echo/invocations >/dev/null
+wrk -t1 -c"$conns" -d2s -s "$work/invoke-signed.lua" http://127.0.0.1:4701/2015-03-31/functions/echo/invocations >/dev/null
 wrk -t1 -c"$conns" -d2s "$url" >/dev/null
-run "bare hyper (baseline)" http://127.0.0.1:4700/ bench/invoke.lua
-run "lamina Invoke echo (warm)" http://127.0.0.1:4701/2015-03-31/functions/echo/invocations bench/invoke.lua
+run "bare hyper (baseline)" http://127.0.0.1:4700/ "$work/invoke-signed.lua"
+run "lamina Invoke echo (warm, SigV4)" http://127.0.0.1:4701/2015-03-31/functions/echo/invocations "$work/invoke-signed.lua"
 run "lamina function URL, wasi:http" "$url"
 if command -v wasmtime >/dev/null; then
   wasmtime serve -S cli=y -O pooling-allocator --addr 127.0.0.1:4702 guests/target/fixtures/http-hello.wasm >/dev/null 2>&1 & pids+=($!)

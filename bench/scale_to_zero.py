@@ -46,6 +46,7 @@ def main():
          "--idle-timeout", str(args.idle_timeout), "--max-environments", str(args.envs + 100),
          "--account-concurrency", str(max(args.envs, args.burst) + 100)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env=dict(os.environ, LAMINA_ROOT_ACCESS_KEY_ID="test", LAMINA_ROOT_SECRET_ACCESS_KEY="test"),
     )
     endpoint = None
     for line in proc.stdout:

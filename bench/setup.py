@@ -1,5 +1,7 @@
 """Creates the benchmark functions on a running Lamina with boto3 and prints their
-endpoints: `setup.py ENDPOINT` -> lines `echo <invoke path>` and `url <function url>`."""
+endpoints: `setup.py ENDPOINT` -> lines `echo <invoke path>`, `url <function url>`, and
+`header <name>: <value>` lines of a SigV4-signed Invoke of echo with the body
+`{"hello":"world"}` (valid for 15 minutes, which wrk replays)."""
 
 import io
 import pathlib
@@ -32,3 +34,15 @@ for name, fixture in [("echo", "echo"), ("hello-http", "http-hello"), ("sleep", 
 url = lam.create_function_url_config(FunctionName="hello-http", AuthType="NONE")["FunctionUrl"]
 print("echo", "/2015-03-31/functions/echo/invocations")
 print("url", url)
+
+from botocore.auth import SigV4Auth  # noqa: E402
+from botocore.awsrequest import AWSRequest  # noqa: E402
+from botocore.credentials import Credentials  # noqa: E402
+
+invoke = AWSRequest(
+    method="POST", url=f"{endpoint}/2015-03-31/functions/echo/invocations",
+    data=b'{"hello":"world"}',
+)
+SigV4Auth(Credentials("test", "test"), "lambda", "us-east-1").add_auth(invoke)
+for name, value in invoke.prepare().headers.items():
+    print(f"header {name}: {value}")

@@ -59,3 +59,49 @@ pub fn fixture_package(dir: &Path, fixture: &str) -> anyhow::Result<protocol::Co
         handler: "function.wasm".into(),
     })
 }
+
+/// SigV4 headers for a Lambda API request, signed with `AWS_ACCESS_KEY_ID` and
+/// `AWS_SECRET_ACCESS_KEY` (default `test`/`test`, the key the benchmarks give the node).
+pub fn sigv4_headers(
+    method: &str,
+    uri: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> anyhow::Result<Vec<(String, String)>> {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    let key = std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "test".into());
+    let secret = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "test".into());
+    let parsed: hyper::Uri = uri.parse()?;
+    let host = parsed
+        .authority()
+        .ok_or_else(|| anyhow::anyhow!("{uri} has no host"))?
+        .to_string();
+    let identity = aws_credential_types::Credentials::new(key, secret, None, None, "bench").into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("lambda")
+        .time(std::time::SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()?
+        .into();
+    let mut headers: Vec<(&str, &str)> = vec![("host", host.as_str())];
+    headers.extend_from_slice(extra);
+    let signable = SignableRequest::new(
+        method,
+        uri,
+        headers.iter().copied(),
+        SignableBody::Bytes(body),
+    )?;
+    let (instructions, _) = sign(signable, &params)?.into_parts();
+    let mut out: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    out.extend(
+        instructions
+            .headers()
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    Ok(out)
+}

@@ -43,6 +43,12 @@ pub enum ApiError {
     UnrecognizedClient(String),
     #[error("{0}")]
     InvalidSignature(String),
+    /// A request with no `Authorization` header where one is required.
+    #[error("Missing Authentication Token")]
+    MissingAuthenticationToken,
+    /// An `Authorization` header that is not a complete SigV4 one.
+    #[error("{0}")]
+    IncompleteSignature(String),
     /// Lamina failed. The message sent is generic; `detail` is only logged.
     #[error("internal error: {detail}")]
     Service { detail: String },
@@ -106,6 +112,16 @@ impl ApiError {
             AccessDenied => ("AccessDeniedException", StatusCode::FORBIDDEN, true),
             UnrecognizedClient(_) => ("UnrecognizedClientException", StatusCode::FORBIDDEN, false),
             InvalidSignature(_) => ("InvalidSignatureException", StatusCode::FORBIDDEN, false),
+            MissingAuthenticationToken => (
+                "MissingAuthenticationTokenException",
+                StatusCode::FORBIDDEN,
+                false,
+            ),
+            IncompleteSignature(_) => (
+                "IncompleteSignatureException",
+                StatusCode::BAD_REQUEST,
+                false,
+            ),
             Service { .. } => ("ServiceException", StatusCode::INTERNAL_SERVER_ERROR, true),
         }
     }

@@ -5,6 +5,7 @@
 //! [`serve`] runs it on a bound listener until a shutdown signal.
 
 pub mod api;
+pub mod auth;
 pub mod error;
 pub mod intake;
 pub mod observe;
@@ -36,7 +37,7 @@ async fn request_id(request: Request, next: Next) -> Response {
 }
 
 /// Lambda's words for a request over an operation's body limit.
-fn too_large_message(method: &axum::http::Method, path: &str) -> String {
+pub(crate) fn too_large_message(method: &axum::http::Method, path: &str) -> String {
     use axum::http::Method;
     let (limit, operation) = match (method, path.trim_end_matches('/')) {
         (&Method::POST, "/2015-03-31/functions") => (api::MAX_CREATE_REQUEST, "CreateFunction"),
@@ -97,10 +98,16 @@ async fn not_found() -> ApiError {
 /// - 413 shaping: turns framework body-limit rejections into Lambda's error shape;
 /// - HTTP metrics, by the matched route template (`unmatched` for host-routed URLs);
 /// - host routing: function-URL hosts bypass the API router entirely;
+/// - SigV4: every API request is signed by a known access key (metrics, package downloads
+///   and function URLs excepted);
 /// - routes, each group with its own body limit (CreateFunction 70 MB, Invoke 6 MB...).
 pub fn app(state: AppState) -> Router {
     api::routes()
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_signature,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             host_routed_urls,

@@ -127,14 +127,18 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// `GET /lamina/status`: environments per function version and state, in-flight
-/// invocations, throttles, the async queue and the ledger, as JSON for operators.
-pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// `GET /lamina/status`: the caller's environments per function version and state,
+/// in-flight invocations, and the node's limits, throttles, async queue and ledger.
+pub async fn status(
+    State(state): State<AppState>,
+    caller: crate::api::Caller,
+) -> Result<Json<Value>, ApiError> {
     use std::sync::atomic::Ordering::Relaxed;
     let pools: Vec<Value> = state
         .scheduler
         .snapshot()
         .iter()
+        .filter(|p| *p.function.account_id == *caller.account_id)
         .map(|p| {
             json!({
                 "AccountId": &*p.function.account_id,

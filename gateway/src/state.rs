@@ -20,8 +20,6 @@ pub struct GatewayConfig {
     /// Where deployment packages are stored.
     pub packages_dir: PathBuf,
     pub price: Price,
-    /// Every request acts as this account until request signing identifies callers.
-    pub default_account: String,
 }
 
 pub struct Inner {
@@ -35,6 +33,8 @@ pub struct Inner {
     /// Wakes the async dispatcher when an Event invocation is queued.
     pub async_notify: Arc<tokio::sync::Notify>,
     pub http_metrics: crate::observe::HttpMetrics,
+    /// Access keys, for request signatures.
+    pub keys: crate::auth::KeyRing,
 }
 
 /// Shared by every handler. Cheap to clone.
@@ -57,10 +57,12 @@ impl AppState {
         queue: Queue,
         spool: Spool,
         async_notify: Arc<tokio::sync::Notify>,
+        accounts: store::accounts::Accounts,
     ) -> Self {
         AppState(Arc::new(Inner {
             arns: ArnBuilder::new(config.region.clone()),
             http_metrics: crate::observe::HttpMetrics::new(scheduler.telemetry().registry()),
+            keys: crate::auth::KeyRing::new(accounts),
             config,
             db,
             catalog,
@@ -141,6 +143,36 @@ impl AppState {
             .with_query_qualifier(query_qualifier)
             .map_err(|e| ApiError::InvalidParameterValue(e.to_string()))?;
         self.find_as(account_id, parsed, missing)
+    }
+
+    /// Resolves the function an Invoke names. Another account's function is reachable
+    /// only when its resource policy grants the caller `lambda:InvokeFunction`; otherwise
+    /// it is as absent as a missing one.
+    pub fn resolve_for_invoke(
+        &self,
+        caller_account: &str,
+        raw: &str,
+        query_qualifier: Option<&str>,
+    ) -> Result<Resolved, ApiError> {
+        let parsed = FunctionRef::parse(raw).map_err(|e| ApiError::Validation(e.to_string()))?;
+        let parsed = parsed
+            .with_query_qualifier(query_qualifier)
+            .map_err(|e| ApiError::InvalidParameterValue(e.to_string()))?;
+        if let Some(owner) = parsed.account_id.as_deref()
+            && owner != caller_account
+            && parsed
+                .region
+                .as_deref()
+                .is_none_or(|r| r == self.config.region)
+            && let Some(entry) = self.catalog.function(owner, &parsed.name)
+            && entry.grants_invoke(caller_account, parsed.qualifier.as_deref())
+        {
+            return Ok(Resolved {
+                entry,
+                qualifier: parsed.qualifier,
+            });
+        }
+        self.find_as(caller_account, parsed, MissingFunction::Latest)
     }
 
     /// Resolves a reference that must name the function itself, never a version or alias.

@@ -32,6 +32,64 @@ pub enum Command {
     Logs(LogsArgs),
     /// Print requests, GB-seconds and cost per function from the billing ledger.
     Usage(UsageArgs),
+    /// Create and list accounts (each created with a first access key).
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Create, list and revoke access keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// Where the node's database and server key are (the same flags as `lamina up`).
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    #[arg(long, env = "LAMINA_DATA_DIR", default_value = ".lamina")]
+    pub data_dir: PathBuf,
+    #[arg(long, env = "LAMINA_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Create an account and its first access key, and print the key.
+    Create {
+        /// A name for people.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// The 12-digit id (random if unset).
+        #[arg(long)]
+        id: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an access key for an account and print it (the secret is shown only once).
+    Create {
+        #[arg(long)]
+        account: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List access keys (never their secrets).
+    List {
+        #[arg(long)]
+        account: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Revoke an access key; requests signed with it are refused within seconds.
+    Revoke {
+        key_id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 /// Where a running Lamina is.
@@ -40,6 +98,9 @@ pub struct EndpointArgs {
     /// The Lamina to ask.
     #[arg(long, env = "LAMINA_ENDPOINT", default_value = "http://127.0.0.1:4599")]
     pub endpoint: String,
+    /// The region requests are signed for.
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    pub region: String,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -125,9 +186,24 @@ pub struct UpArgs {
     /// Seconds function logs are kept.
     #[arg(long, env = "LAMINA_LOG_RETENTION", default_value_t = 7.0 * 24.0 * 3600.0)]
     pub log_retention: f64,
-    /// The account every request acts for until request signing identifies callers.
+    /// The id of the account a fresh data directory starts with.
     #[arg(long, env = "LAMINA_DEFAULT_ACCOUNT", default_value = "000000000000")]
     pub default_account: String,
+    /// The first account's access key id on a fresh data directory (generated if unset).
+    #[arg(
+        long,
+        env = "LAMINA_ROOT_ACCESS_KEY_ID",
+        requires = "root_secret_access_key"
+    )]
+    pub root_access_key_id: Option<String>,
+    /// Its secret; never logged.
+    #[arg(
+        long,
+        env = "LAMINA_ROOT_SECRET_ACCESS_KEY",
+        hide_env_values = true,
+        requires = "root_access_key_id"
+    )]
+    pub root_secret_access_key: Option<String>,
 }
 
 impl UpArgs {
@@ -190,5 +266,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Logs(args) => crate::report::logs(args).await,
         Command::Usage(args) => crate::report::usage(args).await,
+        Command::Accounts(command) => crate::admin::accounts(command).await,
+        Command::Keys(command) => crate::admin::keys(command).await,
     }
 }

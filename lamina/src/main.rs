@@ -1,5 +1,6 @@
 //! The `lamina` command. Parses the command line, initialises logging and runs it.
 
+mod admin;
 mod cli;
 mod remote;
 mod report;

@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use gateway::{AppState, GatewayConfig};
 use protocol::{ExecutionBackend, Price};
 use scheduler::{DispatchConfig, Dispatcher, FunctionKey, Limits, Recorder, Scheduler};
+use store::accounts::{Accounts, ServerKey};
 use store::{Catalog, Db, LedgerConfig, LedgerWriter, Queue, Spool};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -22,7 +23,10 @@ pub struct NodeConfig {
     pub database_url: Option<String>,
     pub region: String,
     pub public_url: String,
+    /// The id of the account a fresh data directory starts with.
     pub default_account: String,
+    /// That account's first access key (id, secret); generated when `None`.
+    pub root_key: Option<(String, String)>,
     pub limits: Limits,
     pub dispatch: DispatchConfig,
     pub price: Price,
@@ -39,6 +43,7 @@ impl NodeConfig {
             region: "us-east-1".into(),
             public_url: public_url.into(),
             default_account: "000000000000".into(),
+            root_key: None,
             limits: Limits::default(),
             dispatch: DispatchConfig::default(),
             price: Price::default(),
@@ -50,6 +55,8 @@ impl NodeConfig {
 
 pub struct Node {
     pub state: AppState,
+    /// The first account's key when this start created it (a fresh data directory).
+    pub created_root_key: Option<store::accounts::Credential>,
     pub dispatcher: Dispatcher,
     pub db: Db,
     stop: watch::Sender<bool>,
@@ -88,6 +95,11 @@ impl Node {
         let (stop, stop_rx) = watch::channel(false);
         let ledger = tokio::spawn(writer.run(stopped(stop_rx.clone()), Duration::from_secs(10)));
 
+        let server_key = ServerKey::load_or_create(&config.data_dir.join("server.key"))
+            .context("reading the server key")?;
+        let accounts = Accounts::new(db.clone(), server_key);
+        let created_root_key = bootstrap_account(&accounts, &config).await?;
+
         let packages_dir = config.data_dir.join("packages");
         let catalog = Arc::new(
             Catalog::load(db.clone(), packages_dir.clone(), config.region.clone())
@@ -125,7 +137,6 @@ impl Node {
                 public_url: config.public_url.clone(),
                 packages_dir,
                 price: config.price,
-                default_account: config.default_account.clone(),
             },
             db.clone(),
             catalog,
@@ -133,6 +144,7 @@ impl Node {
             queue,
             spool,
             notify,
+            accounts,
         );
         let mut tasks = Vec::new();
         {
@@ -157,6 +169,7 @@ impl Node {
         }
         Ok(Node {
             state,
+            created_root_key,
             dispatcher,
             db,
             stop,
@@ -231,6 +244,34 @@ async fn restore(
             }
         }
     }
+}
+
+/// On a fresh data directory, creates the first account and its access key, and writes
+/// the key to `<data-dir>/credentials` in the AWS shared-credentials format.
+async fn bootstrap_account(
+    accounts: &Accounts,
+    config: &NodeConfig,
+) -> anyhow::Result<Option<store::accounts::Credential>> {
+    if !accounts.is_empty().await? {
+        return Ok(None);
+    }
+    accounts
+        .create_account(Some(&config.default_account), "root")
+        .await?;
+    let given = config
+        .root_key
+        .as_ref()
+        .map(|(id, secret)| (id.as_str(), secret.as_str()));
+    let credential = accounts.create_key(&config.default_account, given).await?;
+    let file = format!(
+        "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+        credential.access_key_id, credential.secret
+    );
+    let path = config.data_dir.join("credentials");
+    let _ = std::fs::remove_file(&path);
+    store::accounts::write_private(&path, file.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(Some(credential))
 }
 
 /// Deletes function logs older than `retention`, every minute until `shutdown`.

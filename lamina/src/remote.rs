@@ -12,14 +12,66 @@ use serde_json::Value;
 
 use crate::cli::UsageError;
 
-/// A running Lamina's HTTP endpoint.
+/// An access key, from the usual AWS sources.
+pub struct Credentials {
+    pub access_key_id: String,
+    pub secret: String,
+}
+
+impl Credentials {
+    /// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, else the profile (`AWS_PROFILE`, default
+    /// `default`) of the shared credentials file (`AWS_SHARED_CREDENTIALS_FILE`, default
+    /// `~/.aws/credentials`).
+    pub fn from_environment() -> Result<Self, UsageError> {
+        if let (Ok(id), Ok(secret)) = (
+            std::env::var("AWS_ACCESS_KEY_ID"),
+            std::env::var("AWS_SECRET_ACCESS_KEY"),
+        ) {
+            return Ok(Credentials {
+                access_key_id: id,
+                secret,
+            });
+        }
+        let file = std::env::var_os("AWS_SHARED_CREDENTIALS_FILE")
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".aws/credentials")))
+            .ok_or_else(|| UsageError("no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_SHARED_CREDENTIALS_FILE".into()))?;
+        let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into());
+        let ini = ini::Ini::load_from_file(&file).map_err(|e| {
+            UsageError(format!(
+                "no AWS credentials: cannot read {} ({e}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                file.display()
+            ))
+        })?;
+        let section = ini.section(Some(profile.as_str())).ok_or_else(|| {
+            UsageError(format!("profile {profile:?} is not in {}", file.display()))
+        })?;
+        match (
+            section.get("aws_access_key_id"),
+            section.get("aws_secret_access_key"),
+        ) {
+            (Some(id), Some(secret)) => Ok(Credentials {
+                access_key_id: id.to_owned(),
+                secret: secret.to_owned(),
+            }),
+            _ => Err(UsageError(format!(
+                "profile {profile:?} in {} lacks aws_access_key_id or aws_secret_access_key",
+                file.display()
+            ))),
+        }
+    }
+}
+
+/// A running Lamina's HTTP endpoint; requests are signed as the AWS SDKs sign them.
 pub struct Remote {
     endpoint: String,
+    region: String,
+    credentials: Credentials,
     client: Client<HttpConnector, Empty<Bytes>>,
 }
 
 impl Remote {
-    pub fn new(endpoint: &str) -> Result<Self, UsageError> {
+    pub fn new(endpoint: &str, region: &str) -> Result<Self, UsageError> {
         if !endpoint.starts_with("http://") {
             return Err(UsageError(format!(
                 "--endpoint must be an http:// URL, not {endpoint:?}"
@@ -27,8 +79,48 @@ impl Remote {
         }
         Ok(Remote {
             endpoint: endpoint.trim_end_matches('/').to_owned(),
+            region: region.to_owned(),
+            credentials: Credentials::from_environment()?,
             client: Client::builder(TokioExecutor::new()).build_http(),
         })
+    }
+
+    /// A GET request for `uri` carrying a SigV4 signature.
+    fn signed_get(&self, uri: &hyper::Uri) -> anyhow::Result<hyper::Request<Empty<Bytes>>> {
+        use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+        let host = uri
+            .authority()
+            .context("the endpoint has no host")?
+            .as_str();
+        let identity = aws_credential_types::Credentials::new(
+            &self.credentials.access_key_id,
+            &self.credentials.secret,
+            None,
+            None,
+            "lamina-cli",
+        )
+        .into();
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name("lambda")
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()?
+            .into();
+        let uri_text = uri.to_string();
+        let signable = SignableRequest::new(
+            "GET",
+            &uri_text,
+            std::iter::once(("host", host)),
+            SignableBody::Bytes(&[]),
+        )?;
+        let (instructions, _) = sign(signable, &params)?.into_parts();
+        let mut request = hyper::Request::get(uri.clone()).header("host", host);
+        for (name, value) in instructions.headers() {
+            request = request.header(name, value);
+        }
+        Ok(request.body(Empty::new())?)
     }
 
     /// GETs `path_and_query` and returns its JSON body; Lambda-shaped errors become an
@@ -39,7 +131,7 @@ impl Remote {
             .context("building the request URL")?;
         let resp = self
             .client
-            .get(uri)
+            .request(self.signed_get(&uri)?)
             .await
             .with_context(|| format!("cannot reach Lamina at {}", self.endpoint))?;
         let status = resp.status();

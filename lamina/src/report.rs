@@ -11,7 +11,7 @@ use crate::remote::{Remote, query_value, since_micros};
 const FOLLOW_POLL: Duration = Duration::from_secs(1);
 
 pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
-    let remote = Remote::new(&args.remote.endpoint)?;
+    let remote = Remote::new(&args.remote.endpoint, &args.remote.region)?;
     let mut after = since_micros(&args.since, SystemTime::now())?;
     let name = query_value(&args.function);
     loop {
@@ -39,7 +39,7 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
 }
 
 pub async fn usage(args: UsageArgs) -> anyhow::Result<()> {
-    let remote = Remote::new(&args.remote.endpoint)?;
+    let remote = Remote::new(&args.remote.endpoint, &args.remote.region)?;
     let since = since_micros(&args.since, SystemTime::now())?;
     let mut path = format!("/lamina/usage?since={since}");
     if let Some(f) = &args.function {

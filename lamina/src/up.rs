@@ -14,6 +14,10 @@ fn config(args: &UpArgs, public: String) -> NodeConfig {
     c.database_url = args.database_url.clone();
     c.region = args.region.clone();
     c.default_account = args.default_account.clone();
+    c.root_key = args
+        .root_access_key_id
+        .clone()
+        .zip(args.root_secret_access_key.clone());
     c.limits = Limits {
         account_concurrency: args.account_concurrency,
         min_unreserved: args.min_unreserved,
@@ -67,13 +71,28 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         Some(_) => "PostgreSQL".to_owned(),
         None => format!("SQLite at {}", args.data_dir.join("lamina.db").display()),
     };
+    let credentials = args.data_dir.join("credentials");
+    if let Some(key) = &node.created_root_key {
+        // Shown once, on the start that created it; afterwards only the file has it.
+        println!(
+            "Created account {} with access key {} (secret {}),\n\
+             saved to {} in the AWS shared-credentials format.\n",
+            key.account_id,
+            key.access_key_id,
+            key.secret,
+            credentials.display()
+        );
+    }
     println!(
         "Lamina is listening on {public}\n\
          data: {}   database: {database}   region: {}\n\n\
-         Point AWS clients at it:\n\
+         Point AWS clients at it (requests are signed with the account's access keys):\n\
+         \x20 export AWS_SHARED_CREDENTIALS_FILE={}\n\
          \x20 boto3:   boto3.client(\"lambda\", endpoint_url=\"{public}\", region_name=\"{}\")\n\
-         \x20 aws-cli: aws --endpoint-url {public} lambda list-functions\n",
+         \x20 aws-cli: aws --endpoint-url {public} --region {} lambda list-functions\n",
         args.data_dir.display(),
+        args.region,
+        credentials.display(),
         args.region,
         args.region,
     );

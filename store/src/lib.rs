@@ -1,11 +1,13 @@
 //! Lamina's persistence, and the only crate that holds SQL.
 //!
+//! - [`accounts`]: accounts and access keys, secrets sealed with the server key.
 //! - [`db`]: the connection (PostgreSQL or embedded SQLite) and migrations.
 //! - [`catalog`]: functions, versions, aliases and their settings, mirrored in memory.
 //! - [`ledger`]: the billing ledger and its crash-proof spool.
 //! - [`queue`]: the durable queue of asynchronous invocations.
 //! - [`reports`]: function logs and usage read back from the ledger.
 
+pub mod accounts;
 pub mod catalog;
 pub mod db;
 pub mod ledger;

@@ -156,7 +156,70 @@ pub struct FunctionEntry {
     pub policy: Vec<PolicyStatement>,
 }
 
+/// Whether a statement's `Condition` block holds: absent, or only a URL auth type that
+/// matches the call's.
+fn conditions_hold(condition: &serde_json::Value, url_auth_type: Option<&str>) -> bool {
+    match condition {
+        serde_json::Value::Null => true,
+        serde_json::Value::Object(c) => {
+            c.len() == 1
+                && c.get("StringEquals").is_some_and(|eq| {
+                    eq.as_object().is_some_and(|m| m.len() == 1)
+                        && url_auth_type.is_some()
+                        && eq["lambda:FunctionUrlAuthType"].as_str() == url_auth_type
+                })
+        }
+        _ => false,
+    }
+}
+
 impl FunctionEntry {
+    /// Whether a resource-policy statement lets `caller_account` invoke this function
+    /// through `qualifier` (a statement on the unqualified function covers every
+    /// qualifier, as a grant on the function does in Lambda).
+    pub fn grants_invoke(&self, caller_account: &str, qualifier: Option<&str>) -> bool {
+        self.grants(caller_account, qualifier, "lambda:InvokeFunction", None)
+    }
+
+    /// Whether a statement lets `caller_account` call an AWS_IAM function URL. The one
+    /// condition understood is `lambda:FunctionUrlAuthType`, which AddPermission sets.
+    pub fn grants_invoke_url(&self, caller_account: &str, qualifier: Option<&str>) -> bool {
+        self.grants(
+            caller_account,
+            qualifier,
+            "lambda:InvokeFunctionUrl",
+            Some("AWS_IAM"),
+        )
+    }
+
+    /// Conditions other than the URL auth type (source ARN or account) name AWS services
+    /// that do not exist here, so a statement carrying them grants nothing.
+    fn grants(
+        &self,
+        caller_account: &str,
+        qualifier: Option<&str>,
+        wanted: &str,
+        url_auth_type: Option<&str>,
+    ) -> bool {
+        let caller_root = format!("arn:aws:iam::{caller_account}:root");
+        self.policy.iter().any(|p| {
+            let s = &p.statement;
+            let action = s["Action"].as_str().unwrap_or_default();
+            let principal_matches = match &s["Principal"] {
+                serde_json::Value::String(any) => any == "*",
+                other => other["AWS"]
+                    .as_str()
+                    .is_some_and(|a| a == caller_root || a == caller_account),
+            };
+            let scope_matches = p.qualifier.is_empty() || Some(p.qualifier.as_str()) == qualifier;
+            s["Effect"] == "Allow"
+                && (action == wanted || action == "lambda:*")
+                && principal_matches
+                && scope_matches
+                && conditions_hold(&s["Condition"], url_auth_type)
+        })
+    }
+
     /// The version a qualifier names for reading configuration: `$LATEST`, a number, or
     /// an alias's primary version.
     pub fn version_for_read(&self, qualifier: &str) -> Option<&Arc<VersionRecord>> {

@@ -27,6 +27,7 @@ import zipfile
 
 import boto3
 import pytest
+import requests
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -37,6 +38,8 @@ PG_ADMIN = os.environ.get("LAMINA_TEST_POSTGRES", "postgres://postgres@127.0.0.1
 REGION = "us-east-1"
 ACCOUNT = "000000000000"
 ROLE = "arn:aws:iam::000000000000:role/lambda-role"
+ROOT_KEY_ID = "test"
+ROOT_SECRET = "test"
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -99,6 +102,21 @@ def expect_error(client, code, status, call, message=None):
     return e
 
 
+def signed(method, url, data=b"", headers=None, key_id=ROOT_KEY_ID, secret=ROOT_SECRET, **kwargs):
+    """A raw HTTP request signed with SigV4 as botocore signs Lambda calls, for tests that
+    need to see the wire (status, headers, exact bytes) that botocore would hide."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    request = AWSRequest(method=method, url=url, data=data, headers=dict(headers or {}))
+    SigV4Auth(Credentials(key_id, secret), "lambda", REGION).add_auth(request)
+    prepared = request.prepare()
+    return requests.request(
+        method, prepared.url, data=data, headers=dict(prepared.headers), timeout=120, **kwargs
+    )
+
+
 def postgres_database():
     """A fresh database URL, or None (and why) when PostgreSQL is unreachable."""
     try:
@@ -141,7 +159,13 @@ class Lamina:
         if self.database_url:
             args += ["--database-url", self.database_url]
         args += self.extra
-        env = dict(os.environ, LAMINA_LOG=os.environ.get("LAMINA_LOG", "warn"))
+        # The first account gets the well-known test key the clients below sign with.
+        env = dict(
+            os.environ,
+            LAMINA_LOG=os.environ.get("LAMINA_LOG", "warn"),
+            LAMINA_ROOT_ACCESS_KEY_ID=ROOT_KEY_ID,
+            LAMINA_ROOT_SECRET_ACCESS_KEY=ROOT_SECRET,
+        )
         self.proc = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
         )
@@ -173,14 +197,14 @@ class Lamina:
     def kill9(self):
         return self.stop(signal.SIGKILL)
 
-    def client(self, **config):
+    def client(self, key_id=ROOT_KEY_ID, secret=ROOT_SECRET, **config):
         cfg = Config(retries={"max_attempts": 1, "mode": "standard"}, read_timeout=120, **config)
         return boto3.client(
             "lambda",
             endpoint_url=self.endpoint,
             region_name=REGION,
-            aws_access_key_id="test",
-            aws_secret_access_key="test",
+            aws_access_key_id=key_id,
+            aws_secret_access_key=secret,
             config=cfg,
         )
 

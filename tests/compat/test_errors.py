@@ -7,13 +7,12 @@ import os
 import urllib.parse
 import zipfile
 
-import requests
 
-from conftest import UUID_RE, arn, expect_error, unique
+from conftest import UUID_RE, arn, expect_error, signed, unique
 
 
 def get(lamina, path, **kwargs):
-    return requests.get(lamina.endpoint + path, timeout=30, **kwargs)
+    return signed("GET", lamina.endpoint + path, **kwargs)
 
 
 def check_shape(r, status, error_type):
@@ -35,9 +34,7 @@ def test_not_found_body_uses_capital_message(lamina):
 
 def test_parameter_errors_use_lowercase_message(lamina, make_function):
     name = make_function("hello")
-    r = requests.delete(
-        f"{lamina.endpoint}/2015-03-31/functions/{name}?Qualifier=%24LATEST", timeout=30
-    )
+    r = signed("DELETE", f"{lamina.endpoint}/2015-03-31/functions/{name}?Qualifier=%24LATEST")
     assert check_shape(r, 400, "InvalidParameterValueException") == {
         "Type": "User",
         "message": "$LATEST version cannot be deleted without deleting the function.",
@@ -47,8 +44,7 @@ def test_parameter_errors_use_lowercase_message(lamina, make_function):
 def test_throttle_body_reason_and_retry_after(lamina, client, make_function):
     name = make_function("echo")
     client.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
-    r = requests.post(f"{lamina.endpoint}/2015-03-31/functions/{name}/invocations", data=b"{}",
-                      timeout=30)
+    r = signed("POST", f"{lamina.endpoint}/2015-03-31/functions/{name}/invocations", data=b"{}")
     assert check_shape(r, 429, "TooManyRequestsException") == {
         "Type": "User",
         "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded",
@@ -59,10 +55,10 @@ def test_throttle_body_reason_and_retry_after(lamina, client, make_function):
 
 def test_oversized_invoke_body(lamina, make_function):
     name = make_function("echo")
-    r = requests.post(
+    r = signed(
+        "POST",
         f"{lamina.endpoint}/2015-03-31/functions/{name}/invocations",
         data=b'"' + b"x" * (6 * 1024 * 1024) + b'"',
-        timeout=60,
     )
     assert check_shape(r, 413, "RequestEntityTooLargeException") == {
         "Type": "User",
@@ -72,7 +68,7 @@ def test_oversized_invoke_body(lamina, make_function):
 
 def test_oversized_create_function_requests(lamina, client, make_function):
     big = b"x" * (70_167_211 + 1)
-    r = requests.post(f"{lamina.endpoint}/2015-03-31/functions", data=big, timeout=120)
+    r = signed("POST", f"{lamina.endpoint}/2015-03-31/functions", data=big)
     assert check_shape(r, 413, "RequestEntityTooLargeException")["Message"] == (
         "Request must be smaller than 70167211 bytes for the CreateFunction operation"
     )
@@ -103,9 +99,9 @@ def test_percent_encoded_and_raw_arns_in_paths(lamina, make_function):
         r = get(lamina, f"/2015-03-31/functions/{segment}/configuration")
         assert r.status_code == 200, (segment, r.text)
         assert r.json()["FunctionName"] == name
-    r = requests.post(
+    r = signed(
+        "POST",
         f"{lamina.endpoint}/2015-03-31/functions/{urllib.parse.quote(full, safe='')}/invocations",
-        timeout=30,
     )
     assert (r.status_code, json.loads(r.content)) == (200, {"message": "Hello from Lamina"})
 

@@ -7,9 +7,8 @@ import math
 import re
 
 import pytest
-import requests
 
-from conftest import UUID_RE, arn, expect_error, unique, wasm_zip
+from conftest import UUID_RE, arn, expect_error, signed, unique, wasm_zip
 
 
 def body(resp):
@@ -272,7 +271,7 @@ def test_payload_rules(client, make_function, lamina):
     # Clients send no Content-Type; any that is sent is ignored.
     url = f"{lamina.endpoint}/2015-03-31/functions/{name}/invocations"
     for headers in ({}, {"Content-Type": "text/plain"}, {"Content-Type": "application/x-amz-json-1.1"}):
-        r = requests.post(url, data=b'{"raw": 1}', headers=headers, timeout=30)
+        r = signed("POST", url, data=b'{"raw": 1}', headers=headers)
         assert (r.status_code, r.content) == (200, b'{"raw": 1}'), headers
         assert r.headers["X-Amz-Executed-Version"] == "$LATEST"
         assert UUID_RE.match(r.headers["x-amzn-RequestId"])

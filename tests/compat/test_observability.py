@@ -2,6 +2,7 @@
 the API and `lamina logs`, and `lamina usage`."""
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -10,7 +11,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import LAMINA_BIN, unique
+from conftest import LAMINA_BIN, ROOT_KEY_ID, ROOT_SECRET, signed, unique
 
 
 def scrape(node):
@@ -35,8 +36,12 @@ def value(text, name, **labels):
 
 
 def get_json(node, path):
-    with urllib.request.urlopen(f"{node.endpoint}{path}", timeout=10) as resp:
-        return json.loads(resp.read())
+    r = signed("GET", f"{node.endpoint}{path}")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+CLI_ENV = dict(os.environ, AWS_ACCESS_KEY_ID=ROOT_KEY_ID, AWS_SECRET_ACCESS_KEY=ROOT_SECRET)
 
 
 def cli(node, *args, timeout=30):
@@ -45,6 +50,7 @@ def cli(node, *args, timeout=30):
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=CLI_ENV,
     )
 
 
@@ -192,6 +198,7 @@ def test_logs_follow_prints_new_invocations(lamina, client, make_function):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=CLI_ENV,
     )
     try:
         time.sleep(1)

@@ -36,9 +36,13 @@ async fn main() -> anyhow::Result<()> {
         let payload = payload.clone();
         let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
-            let request = hyper::Request::post(uri)
-                .header("x-amz-log-type", "Tail")
-                .body(Full::new(payload))?;
+            let mut request = hyper::Request::post(uri.as_str());
+            for (name, value) in
+                bench::sigv4_headers("POST", &uri, &[("x-amz-log-type", "Tail")], &payload)?
+            {
+                request = request.header(name, value);
+            }
+            let request = request.body(Full::new(payload))?;
             barrier.wait().await;
             let started = Instant::now();
             let resp = client.request(request).await?;

@@ -15,7 +15,7 @@ use scheduler::{InvocationMeta, InvokeError};
 
 use super::{Caller, QualifierQuery, scheduler_key};
 use crate::error::ApiError;
-use crate::state::{AppState, MissingFunction, Resolved};
+use crate::state::{AppState, Resolved};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -111,12 +111,7 @@ pub async fn invoke(
             )));
         }
     };
-    let r = state.resolve_as(
-        &caller.account_id,
-        &name,
-        q.qualifier.as_deref(),
-        MissingFunction::Latest,
-    )?;
+    let r = state.resolve_for_invoke(&caller.account_id, &name, q.qualifier.as_deref())?;
     match invocation_type {
         "RequestResponse" => {
             if body.len() > MAX_SYNC_PAYLOAD {
@@ -294,7 +289,7 @@ pub async fn invoke_async(
             body.len()
         )));
     }
-    let r = state.resolve_as(&caller.account_id, &name, None, MissingFunction::Latest)?;
+    let r = state.resolve_for_invoke(&caller.account_id, &name, None)?;
     let payload = event_payload(body)?;
     let request_id = enqueue(&state, &caller, &r, payload).await?;
     let mut resp = (

@@ -26,13 +26,14 @@ pub struct Caller {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if let Some(caller) = parts.extensions.get::<Caller>() {
-            return Ok(caller.clone());
-        }
-        Ok(Caller {
-            account_id: state.config.default_account.clone(),
-        })
+    /// Set by [`crate::auth::require_signature`]; a route without it is not reachable
+    /// unsigned.
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or(ApiError::MissingAuthenticationToken)
     }
 }
 

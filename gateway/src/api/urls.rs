@@ -333,6 +333,40 @@ pub fn source_ip(request: &Request) -> String {
         .map_or_else(|| "127.0.0.1".to_owned(), |c| c.0.ip().to_string())
 }
 
+/// An AWS_IAM URL takes requests signed by its own account, or by an account its
+/// resource policy grants `lambda:InvokeFunctionUrl`; anyone else is refused.
+async fn iam_caller(
+    state: &AppState,
+    url: &store::UrlConfigRecord,
+    parts: &axum::http::request::Parts,
+    body: &[u8],
+) -> Result<protocol::http::IamCaller, ApiError> {
+    let signer = crate::auth::verify(
+        &state.keys,
+        &state.config.region,
+        parts,
+        body,
+        SystemTime::now(),
+    )
+    .await?;
+    let allowed = signer.account_id == url.account_id
+        || state
+            .catalog
+            .function(&url.account_id, &url.function_name)
+            .is_some_and(|f| {
+                let qualifier =
+                    (url.qualifier != protocol::names::LATEST).then_some(url.qualifier.as_str());
+                f.grants_invoke_url(&signer.account_id, qualifier)
+            });
+    if !allowed {
+        return Err(ApiError::AccessDenied);
+    }
+    Ok(protocol::http::IamCaller {
+        access_key: signer.access_key_id,
+        account_id: signer.account_id,
+    })
+}
+
 pub async fn serve_url(
     state: &AppState,
     url_id: &str,
@@ -369,6 +403,14 @@ pub async fn serve_url(
                 "{\"Message\":\"Request must be smaller than 6291456 bytes for the InvokeFunction operation\"}",
             );
         }
+    };
+    let iam_caller = if url.auth_type == "AWS_IAM" {
+        match iam_caller(state, &url, &parts, &body).await {
+            Ok(c) => Some(c),
+            Err(e) => return e.into_response(),
+        }
+    } else {
+        None
     };
     let headers: Vec<(String, String)> = parts
         .headers
@@ -412,13 +454,14 @@ pub async fn serve_url(
             domain_name: format!("{}.lambda-url.{}.on.aws", url.url_id, state.config.region),
             request_id: request_id.clone(),
             time_epoch_ms: chrono::Utc::now().timestamp_millis(),
-            iam_caller: None,
+            iam_caller: iam_caller.clone(),
         };
         let event = protocol::http::url_request_to_event(&http_request, &ctx);
         Payload::Event(Bytes::from(event.to_string()))
     };
+    // The signer pays nothing but is recorded; an anonymous call is the owner's own.
     let caller = Caller {
-        account_id: url.account_id.clone(),
+        account_id: iam_caller.map_or_else(|| url.account_id.clone(), |c| c.account_id),
     };
     let result = run_sync(
         state,
