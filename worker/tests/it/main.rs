@@ -7,6 +7,7 @@
 mod faults;
 mod kinds;
 mod lifecycle;
+mod models;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,6 +52,8 @@ impl Harness {
         config.pool.total_memories = 400;
         config.pool.total_tables = 1000;
         config.pool.total_stacks = 200;
+        config.runtimes_dir =
+            Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests/target/runtimes"));
         tweak(&mut config);
         let worker = Worker::new(config).unwrap();
         Harness { worker, dir }
