@@ -83,6 +83,9 @@ pub(crate) enum ModelLoadError {
         needed: usize,
         budget: usize,
     },
+    /// The function's configuration is at fault: its Handler cannot name a model.
+    #[error("{0}")]
+    BadHandler(String),
     /// The package's fault: more models than one function may load.
     #[error(
         "The deployment package carries {count} .onnx files; a function may load at most {max}."
@@ -113,6 +116,7 @@ impl ModelLoadError {
                 | ModelLoadError::TimedOut { .. }
                 | ModelLoadError::LargerThanBudget { .. }
                 | ModelLoadError::TooMany { .. }
+                | ModelLoadError::BadHandler(_)
         )
     }
 }
@@ -208,7 +212,7 @@ impl ModelCache {
         let names = match code.runtime {
             Runtime::Onnx => {
                 handler_path(&code.root, &code.handler)
-                    .map_err(|e| ModelLoadError::Missing(e.to_string()))?;
+                    .map_err(|e| ModelLoadError::BadHandler(e.to_string()))?;
                 vec![code.handler.clone()]
             }
             Runtime::Wasm => {
@@ -394,7 +398,7 @@ impl ModelCache {
                 .filter(|(_, m)| Arc::strong_count(m) == 1)
                 .map(|(d, m)| (m.idle(Instant::now()), d.clone(), m.model.resident_bytes()))
                 .collect();
-            unused.sort_by(|a, b| b.0.cmp(&a.0));
+            unused.sort_by_key(|u| std::cmp::Reverse(u.0));
             for (_, d, bytes) in unused {
                 if held + needed <= budget {
                     break;

@@ -4,6 +4,9 @@
 //! Fixtures come from the guests workspace (`guests/build.sh` builds them into
 //! `guests/target/fixtures/`).
 
+// Helpers outside #[test] functions fail the test that calls them as loudly as an assert.
+#![allow(clippy::unwrap_used)]
+
 mod faults;
 mod kinds;
 mod lifecycle;
@@ -38,9 +41,15 @@ pub struct Harness {
     pub dir: tempfile::TempDir,
 }
 
+impl Default for Harness {
+    fn default() -> Self {
+        Self::with_config(|_| {})
+    }
+}
+
 impl Harness {
     pub fn new() -> Self {
-        Self::with_config(|_| {})
+        Self::default()
     }
 
     pub fn with_config(tweak: impl FnOnce(&mut WorkerConfig)) -> Self {
