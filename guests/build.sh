@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds every guest the host tests run and lays them out flat in target/fixtures/
-# under stable names, so tests need no knowledge of Cargo's output naming.
+# Builds every guest the host runs and lays them out flat under stable names, so the
+# host needs no knowledge of Cargo's output naming: the built-in runtimes in
+# target/runtimes/ (where `lamina up` finds them), fixtures and examples in
+# target/fixtures/.
 # Safe to run repeatedly: unchanged inputs rebuild nothing and rewrite nothing.
 set -euo pipefail
 
@@ -9,6 +11,7 @@ root=$PWD
 # The build directory may live outside the checkout (CI keeps it warm between runs).
 release=${CARGO_TARGET_DIR:-$root/target}/wasm32-wasip2/release
 out=$root/target/fixtures
+runtimes=$root/target/runtimes
 
 # Rust handlers and the http fixture are cdylibs, named by Cargo after their crate.
 rust_fixtures=(hello echo counter sleep spin compute memory-hog faults log-flood logger env-dump http-hello)
@@ -97,5 +100,18 @@ for name in "${rust_fixtures[@]}"; do
 done
 install_fixture command "$release/command.wasm" component
 install_fixture c-command "$c_out" core
+install_fixture example-top-class "$release/example_top_class.wasm" component
 
-echo "guests: $((components + cores)) fixtures in ${out#"$root"/} ($components components, $cores core module), $((bytes / 1024)) KiB"
+# Built-in runtimes: the `onnx` runtime serves Runtime onnx functions.
+mkdir -p "$runtimes"
+src=$release/runtime_onnx.wasm
+if [[ $(wasm_kind "$src") != component ]]; then
+    echo "build.sh: runtime onnx: expected a component in $src" >&2
+    exit 1
+fi
+if ! cmp -s "$src" "$runtimes/onnx.wasm"; then
+    cp "$src" "$runtimes/onnx.wasm.tmp"
+    mv "$runtimes/onnx.wasm.tmp" "$runtimes/onnx.wasm"
+fi
+
+echo "guests: $((components + cores)) fixtures in ${out#"$root"/} ($components components, $cores core module), $((bytes / 1024)) KiB; runtime onnx in ${runtimes#"$root"/} ($(($(stat -c %s "$runtimes/onnx.wasm") / 1024)) KiB)"

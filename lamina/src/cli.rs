@@ -186,6 +186,18 @@ pub struct UpArgs {
     /// Seconds function logs are kept.
     #[arg(long, env = "LAMINA_LOG_RETENTION", default_value_t = 7.0 * 24.0 * 3600.0)]
     pub log_retention: f64,
+    /// Directory of the built-in runtimes (onnx.wasm). Defaults to `runtimes/` next to
+    /// the lamina binary, else the source checkout's `guests/target/runtimes` (where
+    /// `guests/build.sh` puts them).
+    #[arg(long, env = "LAMINA_RUNTIMES_DIR")]
+    pub runtimes_dir: Option<PathBuf>,
+    /// MiB of memory all loaded models on this node may take together.
+    #[arg(long, env = "LAMINA_MODEL_BUDGET_MB", default_value_t = 2048)]
+    pub model_budget_mb: u64,
+    /// Seconds a model nobody uses stays loaded (independent of --idle-timeout: one
+    /// model serves every function and environment that uses it).
+    #[arg(long, env = "LAMINA_MODEL_TTL", default_value_t = 900.0)]
+    pub model_ttl: f64,
     /// The id of the account a fresh data directory starts with.
     #[arg(long, env = "LAMINA_DEFAULT_ACCOUNT", default_value = "000000000000")]
     pub default_account: String,
@@ -222,6 +234,18 @@ impl UpArgs {
         positive(self.burst_interval, "burst-interval")?;
         positive(self.retry_base, "retry-base")?;
         positive(self.log_retention, "log-retention")?;
+        positive(self.model_ttl, "model-ttl")?;
+        if self.model_budget_mb == 0 {
+            return Err(UsageError("--model-budget-mb must be positive".into()));
+        }
+        if let Some(dir) = &self.runtimes_dir
+            && !dir.join("onnx.wasm").is_file()
+        {
+            return Err(UsageError(format!(
+                "--runtimes-dir {}: no onnx.wasm there (build it with guests/build.sh)",
+                dir.display()
+            )));
+        }
         if self.min_unreserved > self.account_concurrency {
             return Err(UsageError(
                 "--min-unreserved cannot exceed --account-concurrency".into(),

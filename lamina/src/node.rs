@@ -14,7 +14,7 @@ use store::accounts::{Accounts, ServerKey};
 use store::{Catalog, Db, LedgerConfig, LedgerWriter, Queue, Spool};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
-use worker::{Worker, WorkerConfig};
+use worker::{ModelConfig, Worker, WorkerConfig};
 
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
@@ -33,6 +33,24 @@ pub struct NodeConfig {
     pub worker: Option<WorkerConfig>,
     /// How long function logs are kept.
     pub log_retention: Duration,
+    /// The built-in runtimes (see [`default_runtimes_dir`]); used when `worker` is None.
+    pub runtimes_dir: Option<PathBuf>,
+    /// How the node holds models; used when `worker` is None.
+    pub models: ModelConfig,
+}
+
+/// Where the built-in runtimes are when nobody says: `runtimes/` next to the lamina
+/// binary (an installed layout), else the `guests/target/runtimes` of the source
+/// checkout this binary was built from (`cargo run` after `guests/build.sh`).
+pub fn default_runtimes_dir() -> Option<PathBuf> {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("runtimes")));
+    let checkout = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guests/target/runtimes");
+    beside
+        .into_iter()
+        .chain([checkout])
+        .find(|d| d.join("onnx.wasm").is_file())
 }
 
 impl NodeConfig {
@@ -49,6 +67,8 @@ impl NodeConfig {
             price: Price::default(),
             worker: None,
             log_retention: Duration::from_secs(7 * 24 * 3600),
+            runtimes_dir: default_runtimes_dir(),
+            models: ModelConfig::default(),
         }
     }
 }
@@ -106,10 +126,12 @@ impl Node {
                 .await
                 .context("loading the catalog")?,
         );
-        let worker_config = config
-            .worker
-            .clone()
-            .unwrap_or_else(|| WorkerConfig::new(&config.data_dir));
+        let worker_config = config.worker.clone().unwrap_or_else(|| {
+            let mut w = WorkerConfig::new(&config.data_dir);
+            w.runtimes_dir = config.runtimes_dir.clone();
+            w.models = config.models.clone();
+            w
+        });
         let worker = Worker::new(worker_config).context("starting the worker")?;
         let backend: Arc<dyn ExecutionBackend> = Arc::new(worker);
         let recorder = Recorder::new(spool.clone(), config.price);

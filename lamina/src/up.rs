@@ -31,6 +31,11 @@ fn config(args: &UpArgs, public: String) -> NodeConfig {
         ..DispatchConfig::default()
     };
     c.log_retention = Duration::from_secs_f64(args.log_retention);
+    if let Some(dir) = &args.runtimes_dir {
+        c.runtimes_dir = Some(dir.clone());
+    }
+    c.models.budget_bytes = usize::try_from(args.model_budget_mb << 20).unwrap_or(usize::MAX);
+    c.models.ttl = Duration::from_secs_f64(args.model_ttl);
     c.price = Price {
         per_million_requests: args.price_per_million_requests,
         per_gb_second: args.price_per_gb_second,
@@ -66,7 +71,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     let public = args.public_url.clone().unwrap_or_else(|| public_url(addr));
-    let node = Node::start(config(&args, public.clone())).await?;
+    let config = config(&args, public.clone());
+    if config.runtimes_dir.is_none() {
+        tracing::warn!(
+            "no built-in runtimes found (run guests/build.sh or set --runtimes-dir): functions with Runtime onnx will be refused"
+        );
+    }
+    let node = Node::start(config).await?;
     let database = match &args.database_url {
         Some(_) => "PostgreSQL".to_owned(),
         None => format!("SQLite at {}", args.data_dir.join("lamina.db").display()),

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Component as PathComponent, Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use protocol::{CodePackage, GuestKind, PrepareError};
+use protocol::{CodePackage, GuestKind, PrepareError, Runtime};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker as ComponentLinker};
 use wasmtime::{Engine, InstancePre, Linker, Module};
@@ -30,7 +30,11 @@ pub(crate) struct Prepared {
     pub(crate) artifact_bytes: u64,
 }
 
-type PackageKey = (String, String);
+type PackageKey = (String, String, Runtime);
+
+fn package_key(code: &CodePackage) -> PackageKey {
+    (code.digest.clone(), code.handler.clone(), code.runtime)
+}
 
 pub(crate) struct CodeCache {
     engine: Engine,
@@ -83,7 +87,7 @@ impl CodeCache {
         self.by_package
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&(code.digest.clone(), code.handler.clone()))
+            .get(&package_key(code))
             .cloned()
     }
 
@@ -95,6 +99,41 @@ impl CodeCache {
         }
         let path = handler_path(&code.root, &code.handler)?;
         let bytes = read_handler(&path, &code.handler, self.max_code_bytes).await?;
+        let prepared = self.compiled(bytes).await?;
+        self.remember(code, prepared.clone());
+        Ok(prepared)
+    }
+
+    /// Compiles (once) a guest Lamina ships itself, a built-in runtime, to serve `code`.
+    /// Anything wrong with it is the platform's fault, not the package's.
+    pub(crate) async fn prepare_builtin(
+        &self,
+        code: &CodePackage,
+        path: &Path,
+    ) -> Result<Arc<Prepared>, PrepareError> {
+        if let Some(p) = self.lookup(code) {
+            return Ok(p);
+        }
+        let bytes = tokio::fs::read(path).await.map_err(|e| {
+            PrepareError::Platform(format!(
+                "the built-in {} runtime {} is unavailable ({e}): build it with guests/build.sh or point --runtimes-dir at it",
+                code.runtime.as_str(),
+                path.display()
+            ))
+        })?;
+        let prepared = self.compiled(bytes).await.map_err(|e| match e {
+            PrepareError::InvalidCode(m) => PrepareError::Platform(format!(
+                "the built-in runtime {} is unusable: {m}",
+                path.display()
+            )),
+            other => other,
+        })?;
+        self.remember(code, prepared.clone());
+        Ok(prepared)
+    }
+
+    /// The compiled form of a guest binary, compiled once per SHA-256.
+    async fn compiled(&self, bytes: Vec<u8>) -> Result<Arc<Prepared>, PrepareError> {
         let wasm_digest = hex::encode(Sha256::digest(&bytes));
         let cached = self
             .by_wasm_digest
@@ -102,25 +141,22 @@ impl CodeCache {
             .unwrap_or_else(PoisonError::into_inner)
             .get(&wasm_digest)
             .cloned();
-        let prepared = match cached {
-            Some(p) => p,
-            None => {
-                let p = Arc::new(self.compile(bytes, &wasm_digest).await?);
-                self.by_wasm_digest
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(wasm_digest, p.clone());
-                p
-            }
-        };
+        if let Some(p) = cached {
+            return Ok(p);
+        }
+        let p = Arc::new(self.compile(bytes, &wasm_digest).await?);
+        self.by_wasm_digest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(wasm_digest, p.clone());
+        Ok(p)
+    }
+
+    fn remember(&self, code: &CodePackage, prepared: Arc<Prepared>) {
         self.by_package
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(
-                (code.digest.clone(), code.handler.clone()),
-                prepared.clone(),
-            );
-        Ok(prepared)
+            .insert(package_key(code), prepared);
     }
 
     async fn compile(&self, bytes: Vec<u8>, wasm_digest: &str) -> Result<Prepared, PrepareError> {

@@ -1,7 +1,10 @@
-//! Worker configuration: where artifacts live and how large the instance pool is.
+//! Worker configuration: where artifacts and built-in runtimes live, how large the
+//! instance pool is, and how the node holds models.
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+pub use crate::models::ModelConfig;
 
 /// Sizes of wasmtime's pooling instance allocator. Every slot is reserved up front as
 /// virtual address space, so these bound how many environments one node can hold.
@@ -69,6 +72,11 @@ pub struct WorkerConfig {
     pub max_memories: usize,
     /// Largest guest binary accepted.
     pub max_code_bytes: u64,
+    /// Where the built-in runtimes are (`onnx.wasm` for Runtime `onnx`); `guests/build.sh`
+    /// puts them in `guests/target/runtimes/`. None: runtime `onnx` functions are refused
+    /// at deploy time with a platform error saying so.
+    pub runtimes_dir: Option<PathBuf>,
+    pub models: ModelConfig,
 }
 
 impl WorkerConfig {
@@ -87,6 +95,18 @@ impl WorkerConfig {
             max_tables: 64,
             max_memories: 16,
             max_code_bytes: 250 << 20,
+            runtimes_dir: None,
+            models: ModelConfig::default(),
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// The built-in runtime guest of `runtime`, if the runtimes directory is set.
+    pub fn runtime_path(&self, runtime: protocol::Runtime) -> Option<PathBuf> {
+        match runtime {
+            protocol::Runtime::Wasm => None,
+            protocol::Runtime::Onnx => self.runtimes_dir.as_ref().map(|d| d.join("onnx.wasm")),
         }
     }
 }

@@ -26,7 +26,8 @@ use crate::bindings::exports::lamina::function::handler::Context as GuestContext
 use crate::capture::Capture;
 use crate::code::{Compiled, Prepared};
 use crate::failure::{Failure, classify};
-use crate::host::{self, Guarded, GuestIo, GuestLimiter, HostState, guarded_store};
+use crate::host::{self, Guarded, GuestIo, GuestLimiter, GuestModels, HostState, guarded_store};
+use crate::models::{ModelRef, ModelTable};
 
 /// The live guest of an environment.
 enum Instance {
@@ -63,6 +64,9 @@ pub(crate) struct Environment {
     shared: Arc<Shared>,
     spec: SharedSpec,
     prepared: Arc<Prepared>,
+    /// The package's models, and the loaded ones once INIT has acquired them.
+    model_refs: Arc<[ModelRef]>,
+    models: Arc<ModelTable>,
     init_type: InitializationType,
     env_vars: Vec<(String, String)>,
     tmp_dir: crate::scratch::ScratchDir,
@@ -116,6 +120,7 @@ impl Environment {
         shared: Arc<Shared>,
         spec: SharedSpec,
         prepared: Arc<Prepared>,
+        model_refs: Arc<[ModelRef]>,
         init_type: InitializationType,
     ) -> std::io::Result<Self> {
         let tmp = shared.scratch.take()?;
@@ -125,6 +130,8 @@ impl Environment {
             shared,
             spec,
             prepared,
+            model_refs,
+            models: Arc::default(),
             init_type,
             env_vars,
             tmp_dir: tmp,
@@ -173,6 +180,10 @@ impl Environment {
             self.io(stdin, stdout),
             self.limiter(),
             &self.spec.allowed_hosts,
+            GuestModels {
+                cache: &self.shared.models,
+                table: &self.models,
+            },
         )
         .map_err(|e| Failure::Platform(format!("building the guest context: {e:#}")))?;
         Ok(guarded_store(&self.shared.engine, state))
@@ -201,6 +212,13 @@ impl Environment {
 
     async fn start_instance(&mut self) -> (Instance, Option<Failure>, usize) {
         let timeout = self.shared.config.init_timeout;
+        // Part of INIT, so a model loaded again after eviction shows as Init Duration.
+        if !self.model_refs.is_empty() {
+            match self.shared.models.acquire(&self.model_refs).await {
+                Ok(table) => self.models = Arc::new(table),
+                Err(e) => return (Instance::Uninitialised, Some(model_failure(e)), 0),
+            }
+        }
         match &self.prepared.compiled {
             Compiled::Handler(pre) => {
                 let mut store = match self.new_store(None, self.logs.clone()) {
@@ -505,6 +523,19 @@ impl Environment {
             log,
             environment_reusable: outcome != Outcome::PlatformError,
         }
+    }
+}
+
+/// A model that validated at deploy time but cannot be loaded now. Other models filling
+/// the node's budget is a capacity problem (retry elsewhere or later); the rest means
+/// the package on disk is not what was validated, which is Lamina's to fix.
+fn model_failure(e: crate::models::ModelLoadError) -> Failure {
+    match e {
+        crate::models::ModelLoadError::BudgetFull { .. } => {
+            tracing::warn!(error = %e, "no room for a model");
+            Failure::Exhausted
+        }
+        other => Failure::Platform(other.to_string()),
     }
 }
 

@@ -1,7 +1,8 @@
-//! Per-store host state: the guest's WASI view of the world, its resource limits and the
-//! deadline the epoch callback enforces.
+//! Per-store host state: the guest's WASI view of the world, its models, its resource
+//! limits and the deadline the epoch callback enforces.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
@@ -10,8 +11,11 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_nn::wit::{WasiNnCtx, WasiNnView};
 
 use crate::capture::Capture;
+use crate::models::{ModelCache, ModelTable};
+use crate::nn;
 
 /// Enforces a function's MemorySize across all memories of a store and records the
 /// high-water mark that REPORT prints as Max Memory Used.
@@ -140,9 +144,34 @@ pub(crate) struct HostState {
     table: ResourceTable,
     http: WasiHttpCtx,
     egress: EgressPolicy,
+    nn: WasiNnCtx,
+    /// The models this environment may load by name, for `lamina:function/models`.
+    models: Arc<ModelTable>,
     pub(crate) limiter: GuestLimiter,
     /// When the running call must stop; checked on every epoch tick.
     pub(crate) deadline: Instant,
+}
+
+impl HostState {
+    pub(crate) fn nn(&mut self) -> WasiNnView<'_> {
+        WasiNnView::new(&mut self.table, &mut self.nn)
+    }
+}
+
+impl nn::bindings::lamina::function::models::Host for HostState {
+    fn names(&mut self) -> Vec<String> {
+        self.models.iter().map(|(name, _)| name.clone()).collect()
+    }
+
+    fn describe(
+        &mut self,
+        name: String,
+    ) -> Option<nn::bindings::lamina::function::models::ModelInfo> {
+        self.models
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, model)| nn::describe(model))
+    }
 }
 
 impl WasiView for HostState {
@@ -199,10 +228,18 @@ fn wasi_builder(io: GuestIo<'_>) -> wasmtime::Result<WasiCtxBuilder> {
     Ok(b)
 }
 
+/// The models a store can reach: the node's cache (for `wasi:nn/graph.load`) and the
+/// environment's own models (for `load-by-name`).
+pub(crate) struct GuestModels<'a> {
+    pub(crate) cache: &'a Arc<ModelCache>,
+    pub(crate) table: &'a Arc<ModelTable>,
+}
+
 pub(crate) fn component_state(
     io: GuestIo<'_>,
     limiter: GuestLimiter,
     allowed_hosts: &[String],
+    models: GuestModels<'_>,
 ) -> wasmtime::Result<HostState> {
     Ok(HostState {
         wasi: wasi_builder(io)?.build(),
@@ -211,6 +248,8 @@ pub(crate) fn component_state(
         egress: EgressPolicy {
             allowed_hosts: allowed_hosts.to_vec(),
         },
+        nn: nn::context(models.cache, models.table),
+        models: models.table.clone(),
         limiter,
         deadline: Instant::now(),
     })

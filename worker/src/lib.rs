@@ -4,6 +4,11 @@
 //! copy-on-write images, epoch interruption), the code cache of precompiled guests, and
 //! creates execution environments with Lambda's lifecycle. It implements
 //! [`protocol::ExecutionBackend`], so the scheduler drives it without knowing wasmtime.
+//!
+//! Models: runtime `onnx` functions run the built-in model runtime (a guest from
+//! `guests/runtimes/onnx`) on the model at their Handler; any component may run the
+//! `.onnx` files of its package through `wasi:nn`. Inference runs natively with tract,
+//! and each model is loaded once per node and shared (see `models` and `nn`).
 
 mod capture;
 mod code;
@@ -12,6 +17,8 @@ mod engine;
 mod environment;
 mod failure;
 mod host;
+mod models;
+mod nn;
 mod scratch;
 
 use std::sync::Arc;
@@ -19,10 +26,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use protocol::{
     CodePackage, EnvironmentError, ExecutionBackend, ExecutionEnvironment, FunctionError,
-    InitializationType, InvocationInput, InvocationResult, PrepareError, PreparedCode, SharedSpec,
+    GuestKind, InitializationType, InvocationInput, InvocationResult, PrepareError, PreparedCode,
+    Runtime, SharedSpec,
 };
 
-pub use config::{PoolConfig, WorkerConfig};
+pub use config::{ModelConfig, PoolConfig, WorkerConfig};
+pub use models::ModelStats;
 
 /// Bindings of the handler world in the repository's `wit/` folder.
 mod bindings {
@@ -49,6 +58,7 @@ pub(crate) struct Shared {
     pub(crate) engine: wasmtime::Engine,
     pub(crate) config: WorkerConfig,
     pub(crate) scratch: Arc<scratch::ScratchPool>,
+    pub(crate) models: Arc<models::ModelCache>,
 }
 
 /// Runs guests. Cheap to clone.
@@ -81,6 +91,13 @@ impl Worker {
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker).map_err(link)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component_linker)
             .map_err(link)?;
+        wasmtime_wasi_nn::wit::add_to_linker(&mut component_linker, host::HostState::nn)
+            .map_err(link)?;
+        nn::bindings::lamina::function::models::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut component_linker,
+            |s: &mut host::HostState| s,
+        )
+        .map_err(link)?;
         let mut core_linker = wasmtime::Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut core_linker, |s: &mut host::CoreState| {
             &mut s.wasi
@@ -96,11 +113,19 @@ impl Worker {
             artifact_dir,
             config.max_code_bytes,
         );
+        let models = Arc::new(models::ModelCache::new(config.models.clone()));
+        // Checking often relative to the TTL keeps an idle model's overstay short.
+        let sweep = (config.models.ttl / 4).clamp(
+            std::time::Duration::from_millis(50),
+            std::time::Duration::from_secs(60),
+        );
+        models::start_sweeper(Arc::downgrade(&models), sweep)?;
         Ok(Worker {
             shared: Arc::new(Shared {
                 engine,
                 config,
                 scratch,
+                models,
             }),
             code: Arc::new(code),
         })
@@ -108,6 +133,59 @@ impl Worker {
 
     pub fn config(&self) -> &WorkerConfig {
         &self.shared.config
+    }
+
+    /// What the node's model cache holds and has done.
+    pub fn model_stats(&self) -> ModelStats {
+        self.shared.models.stats()
+    }
+
+    /// Drops models idle longer than the model TTL now, instead of at the next sweep.
+    /// Returns how many were dropped.
+    pub fn evict_idle_models(&self) -> usize {
+        self.shared.models.evict_idle()
+    }
+
+    /// The guest that serves `code` and the models it may load, validated and compiled.
+    async fn prepare_package(
+        &self,
+        code: &CodePackage,
+    ) -> Result<(Arc<code::Prepared>, Arc<[models::ModelRef]>), PrepareError> {
+        let models = self
+            .shared
+            .models
+            .prepare_package(code)
+            .await
+            .map_err(|e| {
+                if e.is_clients() {
+                    PrepareError::InvalidCode(e.to_string())
+                } else {
+                    PrepareError::Platform(e.to_string())
+                }
+            })?;
+        let prepared = match code.runtime {
+            Runtime::Wasm => self.code.prepare(code).await?,
+            Runtime::Onnx => {
+                let path = self
+                    .shared
+                    .config
+                    .runtime_path(code.runtime)
+                    .ok_or_else(|| {
+                        PrepareError::Platform(
+                            "this node has no built-in runtimes directory (--runtimes-dir)".into(),
+                        )
+                    })?;
+                let prepared = self.code.prepare_builtin(code, &path).await?;
+                if prepared.kind != GuestKind::Handler {
+                    return Err(PrepareError::Platform(format!(
+                        "the built-in runtime {} is not a handler component",
+                        path.display()
+                    )));
+                }
+                prepared
+            }
+        };
+        Ok((prepared, models))
     }
 }
 
@@ -127,9 +205,13 @@ impl ExecutionEnvironment for Env {
 #[async_trait]
 impl ExecutionBackend for Worker {
     async fn prepare(&self, code: &CodePackage) -> Result<PreparedCode, PrepareError> {
-        let prepared = self.code.prepare(code).await?;
+        let (prepared, _) = self.prepare_package(code).await?;
+        let kind = match code.runtime {
+            Runtime::Wasm => prepared.kind,
+            Runtime::Onnx => GuestKind::Model,
+        };
         Ok(PreparedCode {
-            kind: prepared.kind,
+            kind,
             artifact_bytes: prepared.artifact_bytes,
         })
     }
@@ -140,14 +222,23 @@ impl ExecutionBackend for Worker {
         init_type: InitializationType,
     ) -> Result<Box<dyn ExecutionEnvironment>, EnvironmentError> {
         // Normally a cache hit; after a restart this reloads the precompiled artifact.
-        let prepared = self.code.prepare(&spec.code).await.map_err(|e| match e {
-            PrepareError::InvalidCode(m) | PrepareError::Platform(m) => {
-                EnvironmentError::NotPrepared(format!("{}: {m}", spec.code.digest))
-            }
-        })?;
-        let env = environment::Environment::create(self.shared.clone(), spec, prepared, init_type)
+        let (prepared, models) = self
+            .prepare_package(&spec.code)
             .await
-            .map_err(|e| EnvironmentError::Platform(format!("creating /tmp: {e}")))?;
+            .map_err(|e| match e {
+                PrepareError::InvalidCode(m) | PrepareError::Platform(m) => {
+                    EnvironmentError::NotPrepared(format!("{}: {m}", spec.code.digest))
+                }
+            })?;
+        let env = environment::Environment::create(
+            self.shared.clone(),
+            spec,
+            prepared,
+            models,
+            init_type,
+        )
+        .await
+        .map_err(|e| EnvironmentError::Platform(format!("creating /tmp: {e}")))?;
         // A guest whose INIT failed is still an environment (it reports the failure to
         // its first caller); a platform that could not host it is not.
         match env.platform_failure() {
@@ -182,6 +273,15 @@ pub mod diagnostics {
         }
     }
 
+    fn no_models(worker: &Worker) -> host::GuestModels<'_> {
+        static EMPTY: std::sync::OnceLock<std::sync::Arc<crate::models::ModelTable>> =
+            std::sync::OnceLock::new();
+        host::GuestModels {
+            cache: &worker.shared.models,
+            table: EMPTY.get_or_init(Default::default),
+        }
+    }
+
     /// Instantiates a handler guest in a fresh store `n` times without running INIT.
     pub async fn instantiate(
         worker: &Worker,
@@ -196,11 +296,12 @@ pub mod diagnostics {
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
             let limiter = GuestLimiter::new(128 << 20, &worker.shared.config);
-            let state =
-                host::component_state(io(code, &tmp), limiter, &[]).map_err(|e| e.to_string())?;
+            let state = host::component_state(io(code, &tmp), limiter, &[], no_models(worker))
+                .map_err(|e| e.to_string())?;
             let mut store = guarded_store(&worker.shared.engine, state);
             store.data_mut().deadline = Instant::now() + Duration::from_secs(10);
             let started = Instant::now();
+            // The store, and the instance in it, go back to the pool at the end of each round.
             pre.instantiate_async(&mut store)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -223,8 +324,8 @@ pub mod diagnostics {
         };
         let tmp = worker.shared.config.scratch_dir.clone();
         let limiter = GuestLimiter::new(128 << 20, &worker.shared.config);
-        let state =
-            host::component_state(io(code, &tmp), limiter, &[]).map_err(|e| e.to_string())?;
+        let state = host::component_state(io(code, &tmp), limiter, &[], no_models(worker))
+            .map_err(|e| e.to_string())?;
         let mut store = guarded_store(&worker.shared.engine, state);
         store.data_mut().deadline = Instant::now() + Duration::from_secs(3600);
         let bindings = pre

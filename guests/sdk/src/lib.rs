@@ -55,6 +55,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[cfg(feature = "json")]
 pub mod json;
+#[cfg(feature = "models")]
+pub mod models;
 
 /// Generated from `wit/`. Public only because [`export_handler!`] expands to paths into it.
 #[doc(hidden)]

@@ -10,6 +10,7 @@
 mod faults;
 mod kinds;
 mod lifecycle;
+mod models;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,9 +41,15 @@ pub struct Harness {
     pub dir: tempfile::TempDir,
 }
 
+impl Default for Harness {
+    fn default() -> Self {
+        Self::with_config(|_| {})
+    }
+}
+
 impl Harness {
     pub fn new() -> Self {
-        Self::with_config(|_| {})
+        Self::default()
     }
 
     pub fn with_config(tweak: impl FnOnce(&mut WorkerConfig)) -> Self {
@@ -54,6 +61,8 @@ impl Harness {
         config.pool.total_memories = 400;
         config.pool.total_tables = 1000;
         config.pool.total_stacks = 200;
+        config.runtimes_dir =
+            Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests/target/runtimes"));
         tweak(&mut config);
         let worker = Worker::new(config).unwrap();
         Harness { worker, dir }
