@@ -22,7 +22,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 
 pub use error::ApiError;
-pub use state::{AppState, GatewayConfig};
+pub use state::{AppState, GatewayConfig, Services};
 
 /// Every response carries `x-amzn-RequestId` (botocore reads it into ResponseMetadata);
 /// handlers that know the invocation's id set it themselves.

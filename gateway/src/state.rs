@@ -48,17 +48,28 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// What the gateway is built on, assembled by the node.
+pub struct Services {
+    pub db: Db,
+    pub catalog: Arc<Catalog>,
+    pub scheduler: Scheduler,
+    pub queue: Queue,
+    pub spool: Spool,
+    pub async_notify: Arc<tokio::sync::Notify>,
+    pub accounts: store::accounts::Accounts,
+}
+
 impl AppState {
-    pub fn new(
-        config: GatewayConfig,
-        db: Db,
-        catalog: Arc<Catalog>,
-        scheduler: Scheduler,
-        queue: Queue,
-        spool: Spool,
-        async_notify: Arc<tokio::sync::Notify>,
-        accounts: store::accounts::Accounts,
-    ) -> Self {
+    pub fn new(config: GatewayConfig, services: Services) -> Self {
+        let Services {
+            db,
+            catalog,
+            scheduler,
+            queue,
+            spool,
+            async_notify,
+            accounts,
+        } = services;
         AppState(Arc::new(Inner {
             arns: ArnBuilder::new(config.region.clone()),
             http_metrics: crate::observe::HttpMetrics::new(scheduler.telemetry().registry()),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use gateway::{AppState, GatewayConfig};
+use gateway::{AppState, GatewayConfig, Services};
 use protocol::{ExecutionBackend, Price};
 use scheduler::{DispatchConfig, Dispatcher, FunctionKey, Limits, Recorder, Scheduler};
 use store::accounts::{Accounts, ServerKey};
@@ -160,13 +160,15 @@ impl Node {
                 packages_dir,
                 price: config.price,
             },
-            db.clone(),
-            catalog,
-            scheduler.clone(),
-            queue,
-            spool,
-            notify,
-            accounts,
+            Services {
+                db: db.clone(),
+                catalog,
+                scheduler: scheduler.clone(),
+                queue,
+                spool,
+                async_notify: notify,
+                accounts,
+            },
         );
         let mut tasks = Vec::new();
         {
