@@ -4,7 +4,12 @@
 # target/runtimes/ (where `lamina up` finds them), fixtures and examples in
 # target/fixtures/.
 # Safe to run repeatedly: unchanged inputs rebuild nothing and rewrite nothing.
+#
+# `build.sh --runtimes-only` builds just the built-in runtimes, which is all `lamina up`
+# needs (no clang or wasi-libc, which only the C test fixture wants).
 set -euo pipefail
+runtimes_only=false
+[[ ${1:-} == --runtimes-only ]] && runtimes_only=true
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
 root=$PWD
@@ -15,6 +20,40 @@ runtimes=$root/target/runtimes
 
 # Rust handlers and the http fixture are cdylibs, named by Cargo after their crate.
 rust_fixtures=(hello echo counter sleep spin compute memory-hog faults log-flood logger env-dump http-hello)
+
+rustup target list --installed 2>/dev/null | grep -q '^wasm32-wasip2$' \
+    || rustup target add wasm32-wasip2 >&2
+
+# Built-in runtimes: the `onnx` runtime serves Runtime onnx functions.
+install_runtimes() {
+    mkdir -p "$runtimes"
+    local src=$release/runtime_onnx.wasm
+    if [[ $(wasm_kind "$src") != component ]]; then
+        echo "build.sh: runtime onnx: expected a component in $src" >&2
+        exit 1
+    fi
+    if ! cmp -s "$src" "$runtimes/onnx.wasm"; then
+        cp "$src" "$runtimes/onnx.wasm.tmp"
+        mv "$runtimes/onnx.wasm.tmp" "$runtimes/onnx.wasm"
+    fi
+}
+
+# Prints the binary format version: components and core modules share the magic
+# bytes and differ in the four that follow (layer 1 vs core version 1).
+wasm_kind() {
+    case $(od -An -tx1 -N8 "$1" | tr -d ' \n') in
+        0061736d0d000100) echo component ;;
+        0061736d01000000) echo core ;;
+        *) echo unknown ;;
+    esac
+}
+
+if $runtimes_only; then
+    cargo build --release --locked --quiet -p runtime-onnx
+    install_runtimes
+    echo "guests: runtime onnx in ${runtimes#"$root"/} ($(($(stat -c %s "$runtimes/onnx.wasm") / 1024)) KiB)"
+    exit 0
+fi
 
 # --locked: the fixtures must be the same bytes on every machine that runs the tests.
 cargo build --release --workspace --locked --quiet
@@ -57,16 +96,6 @@ if [[ ! -f $c_out || $c_src -nt $c_out || ${BASH_SOURCE[0]} -nt $c_out ]]; then
     mv "$c_out.tmp" "$c_out"
 fi
 
-# Prints the binary format version: components and core modules share the magic
-# bytes and differ in the four that follow (layer 1 vs core version 1).
-wasm_kind() {
-    case $(od -An -tx1 -N8 "$1" | tr -d ' \n') in
-        0061736d0d000100) echo component ;;
-        0061736d01000000) echo core ;;
-        *) echo unknown ;;
-    esac
-}
-
 mkdir -p "$out"
 components=0
 cores=0
@@ -102,16 +131,6 @@ install_fixture command "$release/command.wasm" component
 install_fixture c-command "$c_out" core
 install_fixture example-top-class "$release/example_top_class.wasm" component
 
-# Built-in runtimes: the `onnx` runtime serves Runtime onnx functions.
-mkdir -p "$runtimes"
-src=$release/runtime_onnx.wasm
-if [[ $(wasm_kind "$src") != component ]]; then
-    echo "build.sh: runtime onnx: expected a component in $src" >&2
-    exit 1
-fi
-if ! cmp -s "$src" "$runtimes/onnx.wasm"; then
-    cp "$src" "$runtimes/onnx.wasm.tmp"
-    mv "$runtimes/onnx.wasm.tmp" "$runtimes/onnx.wasm"
-fi
+install_runtimes
 
 echo "guests: $((components + cores)) fixtures in ${out#"$root"/} ($components components, $cores core module), $((bytes / 1024)) KiB; runtime onnx in ${runtimes#"$root"/} ($(($(stat -c %s "$runtimes/onnx.wasm") / 1024)) KiB)"
