@@ -120,6 +120,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     }
     let (backlog, lag) = ledger_state(&state);
     telemetry.observe_ledger(backlog, lag);
+    if let Some(models) = state.scheduler.backend().model_cache() {
+        telemetry.observe_models(&models);
+    }
     (
         [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
         telemetry.encode(),

@@ -55,6 +55,20 @@ pub trait ExecutionBackend: Send + Sync + 'static {
         spec: SharedSpec,
         init_type: InitializationType,
     ) -> Result<Box<dyn ExecutionEnvironment>, EnvironmentError>;
+
+    /// The node's shared model cache, for metrics; backends without one report nothing.
+    fn model_cache(&self) -> Option<ModelCacheStats> {
+        None
+    }
+}
+
+/// The node's loaded models: how many, their memory, and cumulative loads and evictions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ModelCacheStats {
+    pub models: u64,
+    pub resident_bytes: u64,
+    pub loads: u64,
+    pub evictions: u64,
 }
 
 /// One execution environment: one instance of one function version, running at most

@@ -13,7 +13,8 @@ pub mod report;
 pub mod spec;
 
 pub use backend::{
-    EnvironmentError, ExecutionBackend, ExecutionEnvironment, PrepareError, PreparedCode,
+    EnvironmentError, ExecutionBackend, ExecutionEnvironment, ModelCacheStats, PrepareError,
+    PreparedCode,
 };
 pub use billing::{LedgerRecord, Price};
 pub use invocation::{

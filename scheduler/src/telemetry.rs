@@ -64,6 +64,10 @@ pub struct Telemetry {
     queue_oldest_age: prometheus::Gauge,
     ledger_backlog: IntGauge,
     ledger_lag: prometheus::Gauge,
+    models_loaded: IntGauge,
+    model_bytes: IntGauge,
+    model_loads: prometheus::IntCounter,
+    model_evictions: prometheus::IntCounter,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -118,6 +122,14 @@ fn scalar_gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Gaug
         .register(Box::new(g.clone()))
         .expect("unique metric");
     g
+}
+
+fn scalar_counter(registry: &Registry, name: &str, help: &str) -> prometheus::IntCounter {
+    let c = prometheus::IntCounter::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
 }
 
 fn scalar_int_gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -271,6 +283,26 @@ impl Telemetry {
                 "lamina_ledger_write_lag_seconds",
                 "Age of the oldest record not yet in the database (0 when none).",
             ),
+            models_loaded: scalar_int_gauge(
+                &r,
+                "lamina_models_loaded",
+                "Models loaded on this node (each shared by every function using it).",
+            ),
+            model_bytes: scalar_int_gauge(
+                &r,
+                "lamina_model_cache_bytes",
+                "Estimated resident memory of the loaded models.",
+            ),
+            model_loads: scalar_counter(
+                &r,
+                "lamina_model_loads_total",
+                "Models parsed and optimised (first use, or reuse after eviction).",
+            ),
+            model_evictions: scalar_counter(
+                &r,
+                "lamina_model_evictions_total",
+                "Models dropped for idleness or to make room in the budget.",
+            ),
             registry: r,
         }
     }
@@ -397,6 +429,17 @@ impl Telemetry {
     pub fn observe_ledger(&self, backlog: u64, lag: Duration) {
         self.ledger_backlog.set(backlog as i64);
         self.ledger_lag.set(lag.as_secs_f64());
+    }
+
+    /// Sets the model-cache metrics from the backend's cumulative figures.
+    pub fn observe_models(&self, stats: &protocol::ModelCacheStats) {
+        self.models_loaded.set(stats.models as i64);
+        self.model_bytes.set(stats.resident_bytes as i64);
+        // The backend counts from its start, as these counters do: add what is new.
+        self.model_loads
+            .inc_by(stats.loads.saturating_sub(self.model_loads.get()));
+        self.model_evictions
+            .inc_by(stats.evictions.saturating_sub(self.model_evictions.get()));
     }
 
     /// The text exposition format of every registered metric.

@@ -258,3 +258,34 @@ def test_malformed_models_are_refused_at_deploy(client, make_function):
     error, result = call(client, name, {"input": X[0].tolist()})
     assert error is None, result
     np.testing.assert_allclose(result["output"], ridge.predict(X[:1]), rtol=1e-4)
+
+
+def model_metrics(lamina):
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"{lamina.endpoint}/metrics", timeout=30).text
+    return {
+        s.name: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith("lamina_model")
+    }
+
+
+def test_two_functions_with_one_model_share_one_load(lamina, client, make_function):
+    X, y = load_diabetes(return_X_y=True)
+    # Coefficients no other test trains, so the bytes are new to this node.
+    model = Ridge(alpha=0.123456).fit(X, y)
+    zip_bytes, _ = model_zip(model, X)
+    before = model_metrics(lamina)
+    first = deploy(make_function, zip_bytes)
+    second = deploy(make_function, zip_bytes)
+    for name in (first, second):
+        error, out = call(client, name, {"input": X[0].tolist()})
+        assert error is None, out
+        assert out["output"][0] == pytest.approx(model.predict(X[:1])[0], abs=1e-3)
+    after = model_metrics(lamina)
+    assert after["lamina_model_loads_total"] - before.get("lamina_model_loads_total", 0) == 1
+    assert after["lamina_models_loaded"] >= 1
+    assert after["lamina_model_cache_bytes"] > 0

@@ -204,6 +204,16 @@ impl ExecutionEnvironment for Env {
 
 #[async_trait]
 impl ExecutionBackend for Worker {
+    fn model_cache(&self) -> Option<protocol::ModelCacheStats> {
+        let s = self.model_stats();
+        Some(protocol::ModelCacheStats {
+            models: s.models as u64,
+            resident_bytes: s.resident_bytes as u64,
+            loads: s.loads,
+            evictions: s.evictions,
+        })
+    }
+
     async fn prepare(&self, code: &CodePackage) -> Result<PreparedCode, PrepareError> {
         let (prepared, _) = self.prepare_package(code).await?;
         let kind = match code.runtime {
