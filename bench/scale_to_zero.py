@@ -21,9 +21,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
 
 
-def rss_mb(pid):
+def rss_mb(pid, field="VmRSS"):
     status = pathlib.Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
+    return int(re.search(rf"{field}:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def breakdown(pid):
+    return "  ".join(f"{f} {rss_mb(pid, f):.1f} MB" for f in ("RssAnon", "RssFile", "RssShmem"))
 
 
 def burst(endpoint, function, n, payload):
@@ -65,16 +69,16 @@ def main():
 
         time.sleep(args.idle_timeout * 2 + 1)
         baseline = rss_mb(proc.pid)
-        print(f"\n-- memory: idle baseline RSS {baseline:.1f} MB")
+        print(f"\n-- memory: idle baseline RSS {baseline:.1f} MB ({breakdown(proc.pid)})")
         # Each invoke sleeps, so all of them hold an environment at once.
         print(burst(endpoint, "sleep", args.envs, '{"ms": 1500}'))
         warm = rss_mb(proc.pid)
         print(f"RSS with {args.envs} warm environments: {warm:.1f} MB "
-              f"({(warm - baseline) * 1024 / args.envs:.0f} KB per environment)")
+              f"({(warm - baseline) * 1024 / args.envs:.0f} KB per environment; {breakdown(proc.pid)})")
         time.sleep(args.idle_timeout * 2 + 1)
         after = rss_mb(proc.pid)
         print(f"RSS after scale to zero: {after:.1f} MB "
-              f"({(after / baseline - 1) * 100:+.1f} % of baseline; target within 10 %)")
+              f"({(after / baseline - 1) * 100:+.1f} % of baseline; target within 10 %; {breakdown(proc.pid)})")
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -52,6 +52,10 @@ LAMINA_METRICS = {
     "lamina_async_events_dropped_total": {"account", "function", "reason"},
     "lamina_ledger_backlog_records": set(),
     "lamina_ledger_write_lag_seconds": set(),
+    "lamina_models_loaded": set(),
+    "lamina_model_cache_bytes": set(),
+    "lamina_model_loads_total": set(),
+    "lamina_model_evictions_total": set(),
     "lamina_http_requests_total": {"route", "method", "status"},
     "lamina_http_request_duration_seconds": {"route", "method"},
 }

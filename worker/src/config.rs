@@ -27,6 +27,8 @@ pub struct PoolConfig {
     pub linear_memory_keep_resident: usize,
     /// The same for table slots.
     pub table_keep_resident: usize,
+    /// The same for fiber stacks: the top of the stack, which every call touches.
+    pub async_stack_keep_resident: usize,
 }
 
 impl Default for PoolConfig {
@@ -42,6 +44,7 @@ impl Default for PoolConfig {
             table_elements: 100_000,
             linear_memory_keep_resident: 0,
             table_keep_resident: 0,
+            async_stack_keep_resident: 0,
         }
     }
 }

@@ -19,7 +19,11 @@ pub(crate) fn build_engine(config: &WorkerConfig) -> Result<Engine, WorkerError>
         // Guest stacks are bounded well below the fiber stack so that infinite
         // recursion traps as a stack overflow instead of touching host memory.
         .max_wasm_stack(512 << 10)
-        .async_stack_size(2 << 20);
+        .async_stack_size(2 << 20)
+        // A fiber stack handed back to the pool is reset: its top with a memset, the rest
+        // returned to the OS. Without this every stack a burst touched stays resident
+        // after the node scales to zero (and a guest could read another's old frames).
+        .async_stack_zeroing(true);
     if config.pool.enabled {
         let p = &config.pool;
         let mut pool = PoolingAllocationConfig::new();
@@ -34,7 +38,8 @@ pub(crate) fn build_engine(config: &WorkerConfig) -> Result<Engine, WorkerError>
             .max_tables_per_component(config.max_tables as u32)
             .max_core_instances_per_component(config.max_instances as u32)
             .linear_memory_keep_resident(p.linear_memory_keep_resident)
-            .table_keep_resident(p.table_keep_resident);
+            .table_keep_resident(p.table_keep_resident)
+            .async_stack_keep_resident(p.async_stack_keep_resident);
         wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     Engine::new(&wasm).map_err(|e| WorkerError::Engine(format!("{e:#}")))
