@@ -10,6 +10,7 @@ pub mod error;
 pub mod intake;
 pub mod observe;
 pub mod state;
+pub mod tls;
 pub mod validate;
 pub mod wire;
 

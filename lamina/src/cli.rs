@@ -27,7 +27,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run gateway, scheduler and worker in one process.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Print a function's logs (START/END/REPORT lines and its own output).
     Logs(LogsArgs),
     /// Print requests, GB-seconds and cost per function from the billing ledger.
@@ -134,6 +134,12 @@ pub struct UpArgs {
     /// Address to listen on.
     #[arg(long, env = "LAMINA_LISTEN", default_value = "127.0.0.1:4599")]
     pub listen: SocketAddr,
+    /// PEM certificate chain (leaf first): serve HTTPS instead of HTTP.
+    #[arg(long, env = "LAMINA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of that certificate.
+    #[arg(long, env = "LAMINA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Where Lamina keeps packages, compiled code, the spool and the embedded database.
     #[arg(long, env = "LAMINA_DATA_DIR", default_value = ".lamina")]
     pub data_dir: PathBuf,
@@ -286,7 +292,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => {
             args.validate()?;
-            crate::up::run(args).await
+            crate::up::run(*args).await
         }
         Command::Logs(args) => crate::report::logs(args).await,
         Command::Usage(args) => crate::report::usage(args).await,

@@ -222,15 +222,22 @@ impl Node {
         self.db.close().await;
     }
 
-    /// Serves the node on `listener` until `shutdown` resolves, then stops the node.
+    /// Serves the node on `listener` (over TLS when `tls` is given) until `shutdown`
+    /// resolves, then stops the node.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
+        tls: Option<Arc<gateway::tls::ServerConfig>>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        gateway::serve(listener, self.router(), shutdown)
-            .await
-            .context("serving HTTP")?;
+        match tls {
+            Some(config) => gateway::tls::serve_tls(listener, self.router(), config, shutdown)
+                .await
+                .context("serving HTTPS")?,
+            None => gateway::serve(listener, self.router(), shutdown)
+                .await
+                .context("serving HTTP")?,
+        }
         self.shutdown().await;
         Ok(())
     }
@@ -321,6 +328,7 @@ async fn expire_logs(db: Db, retention: Duration, shutdown: impl Future<Output =
 }
 
 /// The URL clients reach a node on.
-pub fn public_url(listen: SocketAddr) -> String {
-    format!("http://{listen}")
+pub fn public_url(listen: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{listen}")
 }

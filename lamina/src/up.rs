@@ -70,7 +70,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let public = args.public_url.clone().unwrap_or_else(|| public_url(addr));
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(gateway::tls::server_config(cert, key)?),
+        _ => None,
+    };
+    let public = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| public_url(addr, tls.is_some()));
     let config = config(&args, public.clone());
     if config.runtimes_dir.is_none() {
         tracing::warn!(
@@ -111,7 +118,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         signal().await;
         tracing::info!("stopping: draining in-flight invocations");
     };
-    node.serve(listener, shutdown).await?;
+    node.serve(listener, tls, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -172,7 +172,7 @@ class Lamina:
         deadline = time.time() + 60
         for line in self.proc.stdout:
             self.output.append(line)
-            m = re.search(r"listening on (http://\S+)", line)
+            m = re.search(r"listening on (https?://\S+)", line)
             if m:
                 self.endpoint = m.group(1)
                 break
@@ -197,7 +197,7 @@ class Lamina:
     def kill9(self):
         return self.stop(signal.SIGKILL)
 
-    def client(self, key_id=ROOT_KEY_ID, secret=ROOT_SECRET, **config):
+    def client(self, key_id=ROOT_KEY_ID, secret=ROOT_SECRET, verify=None, **config):
         cfg = Config(retries={"max_attempts": 1, "mode": "standard"}, read_timeout=120, **config)
         return boto3.client(
             "lambda",
@@ -205,6 +205,7 @@ class Lamina:
             region_name=REGION,
             aws_access_key_id=key_id,
             aws_secret_access_key=secret,
+            verify=verify,
             config=cfg,
         )
 
