@@ -39,6 +39,7 @@ guests/build.sh
 step "format and lints"
 cargo fmt --all -- --check
 (cd guests && cargo fmt --all -- --check)
+(cd fuzz && cargo fmt --all -- --check)
 cargo clippy --workspace --all-targets --locked -- -D warnings
 (cd guests && cargo clippy --release --all-targets --locked -- -D warnings)
 
@@ -49,6 +50,19 @@ if command -v cargo-nextest >/dev/null; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+
+step "fuzzing (each target for ${FUZZ_SECONDS:-30} s)"
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
+# cargo-fuzz passes nightly-only -Z flags to rustc; RUSTC_BOOTSTRAP lets the machine's one
+# (stable) toolchain take them. The instrumented build keeps its own target directory.
+fuzz_target_dir="${CARGO_TARGET_DIR:-$root/target}/fuzz"
+for target in zip_intake sigv4_header function_ref invoke_payload url_event; do
+  found=$(mktemp -d)
+  (cd fuzz && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$fuzz_target_dir" \
+    cargo fuzz run --release --sanitizer none "$target" "$found" "corpus/$target" \
+    -- -max_total_time="${FUZZ_SECONDS:-30}" -print_final_stats=0 2>&1 | tail -n 3)
+  rm -rf "$found"
+done
 
 step "compatibility suite (boto3, aws-cli)"
 export LAMINA_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/lamina"
