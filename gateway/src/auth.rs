@@ -147,6 +147,18 @@ pub async fn verify(
     now: SystemTime,
 ) -> Result<Signer, ApiError> {
     let (auth, credential) = claimed_credential(keys, parts).await?;
+    check_signature(&auth, credential, region, parts, body, now)
+}
+
+/// Checks the signature of a request whose claimed key is already known.
+fn check_signature(
+    auth: &Authorization<'_>,
+    credential: Credential,
+    region: &str,
+    parts: &Parts,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<Signer, ApiError> {
     if auth.service != SERVICE {
         return Err(ApiError::InvalidSignature(format!(
             "Credential should be scoped to correct service: '{SERVICE}'."
@@ -181,7 +193,7 @@ pub async fn verify(
             "'Host' must be a signed header.".into(),
         ));
     }
-    let expected = signature(&auth, &credential, parts, body, signed_at.into())?;
+    let expected = signature(auth, &credential, parts, body, signed_at.into())?;
     if bool::from(expected.as_bytes().ct_eq(auth.signature.as_bytes())) {
         Ok(Signer {
             account_id: credential.account_id,
@@ -314,9 +326,10 @@ pub async fn require_signature(
         return next.run(request).await;
     }
     let (mut parts, body) = request.into_parts();
-    if let Err(e) = claimed_credential(&state.keys, &parts).await {
-        return e.into_response();
-    }
+    let (auth, credential) = match claimed_credential(&state.keys, &parts).await {
+        Ok(claimed) => claimed,
+        Err(e) => return e.into_response(),
+    };
     // The largest body any API operation takes; each route still applies its own limit.
     let body = match axum::body::to_bytes(body, crate::api::MAX_CREATE_REQUEST).await {
         Ok(b) => b,
@@ -328,15 +341,15 @@ pub async fn require_signature(
             .into_response();
         }
     };
-    match verify(
-        &state.keys,
+    let checked = check_signature(
+        &auth,
+        credential,
         &state.config.region,
         &parts,
         &body,
         SystemTime::now(),
-    )
-    .await
-    {
+    );
+    match checked {
         Ok(signer) => {
             parts.extensions.insert(crate::api::Caller {
                 account_id: signer.account_id,

@@ -70,16 +70,6 @@ impl Condition {
     }
 }
 
-/// Counters for metrics.
-#[derive(Debug, Default)]
-pub struct DispatchStats {
-    pub delivered_success: std::sync::atomic::AtomicU64,
-    pub delivered_failure: std::sync::atomic::AtomicU64,
-    pub dead_lettered: std::sync::atomic::AtomicU64,
-    pub retries: std::sync::atomic::AtomicU64,
-    pub expired: std::sync::atomic::AtomicU64,
-}
-
 #[derive(Clone)]
 pub struct Dispatcher {
     inner: Arc<Inner>,
@@ -94,7 +84,6 @@ struct Inner {
     config: DispatchConfig,
     /// Throttles seen per event, for backoff; lost on restart, which only resets backoff.
     throttles: Mutex<HashMap<String, u32>>,
-    stats: DispatchStats,
 }
 
 fn now_ms() -> i64 {
@@ -133,13 +122,8 @@ impl Dispatcher {
                 owner: uuid::Uuid::new_v4().to_string(),
                 config,
                 throttles: Mutex::new(HashMap::new()),
-                stats: DispatchStats::default(),
             }),
         }
-    }
-
-    pub fn stats(&self) -> &DispatchStats {
-        &self.inner.stats
     }
 
     /// Settles events a killed process left running: an attempt the ledger knows ended is
@@ -257,10 +241,6 @@ impl Dispatcher {
                 Duration::from_secs(s.into())
             });
         if now_ms() - event.received_at_ms > max_age.as_millis() as i64 {
-            self.inner
-                .stats
-                .expired
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return self.discard(&entry, event, Condition::EventAgeExceeded, None, None);
         }
         if entry.reserved_concurrency == Some(0) {
@@ -377,10 +357,6 @@ impl Dispatcher {
         let attempts = event.attempts + 1;
         if outcome == Outcome::Success {
             let config = self.event_config(&entry, &event.qualifier);
-            self.inner
-                .stats
-                .delivered_success
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let follow_up = config.on_success.as_deref().and_then(|dest| {
                 let record = self.record(&entry, event, Condition::Success, attempts, result);
                 let follow_up = self.destination_event(&entry, dest, record);
@@ -396,10 +372,6 @@ impl Dispatcher {
         }
         let config = self.event_config(&entry, &event.qualifier);
         if attempts <= self.max_retries(&config) {
-            self.inner
-                .stats
-                .retries
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.inner
                 .scheduler
                 .telemetry()
@@ -431,10 +403,6 @@ impl Dispatcher {
         result: Option<&InvocationResult>,
         error_type: Option<&str>,
     ) -> Settlement {
-        self.inner
-            .stats
-            .delivered_failure
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let telemetry = self.inner.scheduler.telemetry();
         telemetry.dropped(&entry.account_id, &entry.name, condition.as_str());
         let config = self.event_config(entry, &event.qualifier);
@@ -453,10 +421,6 @@ impl Dispatcher {
             .version_for_read(&event.qualifier)
             .and_then(|v| v.config.dead_letter_target.clone());
         if let Some(target) = dlq {
-            self.inner
-                .stats
-                .dead_lettered
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(request_id = %event.request_id, error = error_type.unwrap_or(""), "dead-lettering an async event");
             // A DLQ receives the original event, as Lambda's does.
             let follow_up = self.destination_event(entry, &target, as_json(&event.payload));

@@ -15,7 +15,7 @@ pub mod telemetry;
 mod core_tests;
 
 pub use crate::core::{FunctionKey, Limits, PoolId, ReserveError, ThrottleReason};
-pub use dispatch::{DispatchConfig, DispatchStats, Dispatcher};
+pub use dispatch::{DispatchConfig, Dispatcher};
 pub use pools::{InvokeError, PoolSnapshot, Scheduler, SchedulerStats, pool_key};
 pub use record::{InvocationMeta, Recorder};
 pub use telemetry::{DeliveryTarget, Telemetry};
