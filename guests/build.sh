@@ -19,7 +19,7 @@ out=$root/target/fixtures
 runtimes=$root/target/runtimes
 
 # Rust handlers and the http fixture are cdylibs, named by Cargo after their crate.
-rust_fixtures=(hello echo counter sleep spin compute memory-hog faults log-flood logger env-dump http-hello)
+rust_fixtures=(hello echo counter sleep spin compute memory-hog faults log-flood logger env-dump http-hello embedded-model)
 
 rustup target list --installed 2>/dev/null | grep -q '^wasm32-wasip2$' \
     || rustup target add wasm32-wasip2 >&2

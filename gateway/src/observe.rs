@@ -121,6 +121,18 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Some(models) = state.scheduler.backend().model_cache() {
         telemetry.observe_models(&models);
     }
+    let since = SystemTime::now()
+        .checked_sub(state.config.quality_window)
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_micros() as i64);
+    match store::quality::scores(&state.db, None, since).await {
+        Ok(scores) => telemetry.observe_quality(
+            scores
+                .iter()
+                .map(|(v, s)| (&*v.account_id, &*v.function_name, &*v.version, s)),
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot read model quality for /metrics"),
+    }
     (
         [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
         telemetry.encode(),

@@ -20,6 +20,8 @@ pub struct GatewayConfig {
     /// Where deployment packages are stored.
     pub packages_dir: PathBuf,
     pub price: Price,
+    /// How far back model quality scores look (feedback received within it).
+    pub quality_window: std::time::Duration,
 }
 
 pub struct Inner {

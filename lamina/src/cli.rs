@@ -32,6 +32,13 @@ pub enum Command {
     Logs(LogsArgs),
     /// Print requests, GB-seconds and cost per function from the billing ledger.
     Usage(UsageArgs),
+    /// Deploy a model (.onnx), a Wasm function (.wasm) or a package (.zip) and print its
+    /// function URL.
+    Deploy(DeployArgs),
+    /// Send the ground truth of a past prediction, for the model's quality scores.
+    Feedback(FeedbackArgs),
+    /// Print a model function's quality scores per version.
+    Quality(QualityArgs),
     /// Create and list accounts (each created with a first access key).
     #[command(subcommand)]
     Accounts(AccountsCommand),
@@ -130,6 +137,55 @@ pub struct UsageArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct DeployArgs {
+    /// What to deploy: model.onnx (Runtime onnx), a .wasm (Runtime wasm), or a .zip
+    /// package (its runtime read from what it holds).
+    pub path: PathBuf,
+    /// The function's name; an existing function gets the new code.
+    #[arg(long)]
+    pub name: String,
+    /// MemorySize in MB.
+    #[arg(long)]
+    pub memory: Option<u32>,
+    /// Timeout in seconds.
+    #[arg(long)]
+    pub timeout: Option<u32>,
+    /// Make the function URL public (AuthType NONE) instead of requiring signed requests.
+    #[arg(long)]
+    pub public: bool,
+    /// Seconds to wait for the function to become Active.
+    #[arg(long, default_value_t = 300)]
+    pub wait: u64,
+    #[command(flatten)]
+    pub remote: EndpointArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FeedbackArgs {
+    /// Function name or ARN.
+    pub function: String,
+    /// The request id of the prediction (the `x-amzn-RequestId` of its response).
+    pub request_id: String,
+    /// The true value or class label, as JSON (`3.5`, `"setosa"`, `1`), or a JSON list
+    /// with one per row of a batch request; a bare word is taken as a label.
+    pub ground_truth: String,
+    #[command(flatten)]
+    pub remote: EndpointArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct QualityArgs {
+    /// Function name or ARN.
+    pub function: String,
+    /// Scores over feedback from this far back (10m, 2h, 7d); the node's
+    /// --quality-window when unset.
+    #[arg(long)]
+    pub window: Option<String>,
+    #[command(flatten)]
+    pub remote: EndpointArgs,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct UpArgs {
     /// Address to listen on.
     #[arg(long, env = "LAMINA_LISTEN", default_value = "127.0.0.1:4599")]
@@ -192,6 +248,11 @@ pub struct UpArgs {
     /// Seconds function logs are kept.
     #[arg(long, env = "LAMINA_LOG_RETENTION", default_value_t = 7.0 * 24.0 * 3600.0)]
     pub log_retention: f64,
+    /// Seconds of model feedback the quality scores (`lamina quality`, the
+    /// `lamina_model_quality` metric) are computed over; feedback is kept for
+    /// --log-retention.
+    #[arg(long, env = "LAMINA_QUALITY_WINDOW", default_value_t = 3600.0)]
+    pub quality_window: f64,
     /// Directory of the built-in runtimes (onnx.wasm). Defaults to `runtimes/` next to
     /// the lamina binary, else the source checkout's `guests/target/runtimes` (where
     /// `guests/build.sh` puts them).
@@ -240,6 +301,7 @@ impl UpArgs {
         positive(self.burst_interval, "burst-interval")?;
         positive(self.retry_base, "retry-base")?;
         positive(self.log_retention, "log-retention")?;
+        positive(self.quality_window, "quality-window")?;
         positive(self.model_ttl, "model-ttl")?;
         if self.model_budget_mb == 0 {
             return Err(UsageError("--model-budget-mb must be positive".into()));
@@ -296,6 +358,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Logs(args) => crate::report::logs(args).await,
         Command::Usage(args) => crate::report::usage(args).await,
+        Command::Deploy(args) => crate::deploy::run(args).await,
+        Command::Feedback(args) => crate::report::feedback(args).await,
+        Command::Quality(args) => crate::report::quality(args).await,
         Command::Accounts(command) => crate::admin::accounts(command).await,
         Command::Keys(command) => crate::admin::keys(command).await,
     }

@@ -31,8 +31,10 @@ pub struct NodeConfig {
     pub dispatch: DispatchConfig,
     pub price: Price,
     pub worker: Option<WorkerConfig>,
-    /// How long function logs are kept.
+    /// How long function logs (and model predictions and feedback) are kept.
     pub log_retention: Duration,
+    /// How far back model quality scores look.
+    pub quality_window: Duration,
     /// The built-in runtimes (see [`default_runtimes_dir`]); used when `worker` is None.
     pub runtimes_dir: Option<PathBuf>,
     /// How the node holds models; used when `worker` is None.
@@ -67,6 +69,7 @@ impl NodeConfig {
             price: Price::default(),
             worker: None,
             log_retention: Duration::from_secs(7 * 24 * 3600),
+            quality_window: Duration::from_secs(3600),
             runtimes_dir: default_runtimes_dir(),
             models: ModelConfig::default(),
         }
@@ -159,6 +162,7 @@ impl Node {
                 public_url: config.public_url.clone(),
                 packages_dir,
                 price: config.price,
+                quality_window: config.quality_window,
             },
             Services {
                 db: db.clone(),
@@ -305,7 +309,8 @@ async fn bootstrap_account(
     Ok(Some(credential))
 }
 
-/// Deletes function logs older than `retention`, every minute until `shutdown`.
+/// Deletes function logs (and the predictions kept with them) and model feedback older
+/// than `retention`, every minute until `shutdown`.
 async fn expire_logs(db: Db, retention: Duration, shutdown: impl Future<Output = ()>) {
     let mut interval = tokio::time::interval(Duration::from_secs(60).min(retention));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -323,6 +328,11 @@ async fn expire_logs(db: Db, retention: Duration, shutdown: impl Future<Output =
             Ok(0) => {}
             Ok(n) => tracing::debug!(deleted = n, "expired function logs"),
             Err(e) => tracing::warn!(error = %e, "cannot expire function logs"),
+        }
+        match store::quality::expire_feedback(&db, cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(deleted = n, "expired model feedback"),
+            Err(e) => tracing::warn!(error = %e, "cannot expire model feedback"),
         }
     }
 }

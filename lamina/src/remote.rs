@@ -1,10 +1,12 @@
-//! The client side of the subcommands that talk to a running Lamina (`logs`, `usage`).
+//! The client side of the subcommands that talk to a running Lamina (`logs`, `usage`,
+//! `feedback`, `quality`, `deploy`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context as _, bail};
-use http_body_util::{BodyExt as _, Empty};
+use anyhow::Context as _;
+use http_body_util::BodyExt as _;
 use hyper::body::Bytes;
+use hyper::{Method, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -67,7 +69,61 @@ pub struct Remote {
     endpoint: String,
     region: String,
     credentials: Credentials,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<HttpConnector, UploadBody>,
+}
+
+/// An error answer in Lambda's shape.
+#[derive(Debug, thiserror::Error)]
+#[error("{error_type} ({}): {message}", status.as_u16())]
+pub struct RemoteError {
+    pub status: StatusCode,
+    pub error_type: String,
+    pub message: String,
+}
+
+/// A request body handed to the connection in chunks, so that a progress bar can follow
+/// an upload.
+pub struct UploadBody {
+    chunks: std::collections::VecDeque<Bytes>,
+    progress: Option<indicatif::ProgressBar>,
+}
+
+/// Upload progress moves in steps of this size.
+const UPLOAD_CHUNK: usize = 64 * 1024;
+
+impl UploadBody {
+    fn new(body: Bytes, progress: Option<indicatif::ProgressBar>) -> Self {
+        let mut chunks = std::collections::VecDeque::new();
+        let mut rest = body;
+        while !rest.is_empty() {
+            chunks.push_back(rest.split_to(rest.len().min(UPLOAD_CHUNK)));
+        }
+        UploadBody { chunks, progress }
+    }
+}
+
+impl hyper::body::Body for UploadBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let next = self.chunks.pop_front();
+        if let (Some(chunk), Some(bar)) = (&next, &self.progress) {
+            bar.inc(chunk.len() as u64);
+        }
+        std::task::Poll::Ready(next.map(|c| Ok(hyper::body::Frame::data(c))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.chunks.iter().map(|c| c.len() as u64).sum())
+    }
 }
 
 impl Remote {
@@ -85,8 +141,18 @@ impl Remote {
         })
     }
 
-    /// A GET request for `uri` carrying a SigV4 signature.
-    fn signed_get(&self, uri: &hyper::Uri) -> anyhow::Result<hyper::Request<Empty<Bytes>>> {
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// A request carrying a SigV4 signature over its method, URL, host and body.
+    fn signed(
+        &self,
+        method: &Method,
+        uri: &hyper::Uri,
+        body: Bytes,
+        progress: Option<indicatif::ProgressBar>,
+    ) -> anyhow::Result<hyper::Request<UploadBody>> {
         use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
         let host = uri
             .authority()
@@ -109,29 +175,64 @@ impl Remote {
             .build()?
             .into();
         let uri_text = uri.to_string();
+        let content_type = if body.is_empty() {
+            None
+        } else {
+            Some(("content-type", "application/json"))
+        };
+        let headers = std::iter::once(("host", host)).chain(content_type);
         let signable = SignableRequest::new(
-            "GET",
+            method.as_str(),
             &uri_text,
-            std::iter::once(("host", host)),
-            SignableBody::Bytes(&[]),
+            headers,
+            SignableBody::Bytes(&body),
         )?;
         let (instructions, _) = sign(signable, &params)?.into_parts();
-        let mut request = hyper::Request::get(uri.clone()).header("host", host);
+        let mut request = hyper::Request::builder()
+            .method(method.clone())
+            .uri(uri.clone())
+            .header("host", host);
+        if let Some((name, value)) = content_type {
+            request = request.header(name, value);
+        }
         for (name, value) in instructions.headers() {
             request = request.header(name, value);
         }
-        Ok(request.body(Empty::new())?)
+        Ok(request.body(UploadBody::new(body, progress))?)
     }
 
-    /// GETs `path_and_query` and returns its JSON body; Lambda-shaped errors become an
-    /// error carrying their type and message.
+    /// GETs `path_and_query` and returns its JSON body; Lambda-shaped errors become a
+    /// [`RemoteError`].
     pub async fn get_json(&self, path_and_query: &str) -> anyhow::Result<Value> {
+        self.send_json(Method::GET, path_and_query, None).await
+    }
+
+    /// Sends `body` (JSON) with `method` and returns the JSON answer (`null` when empty).
+    pub async fn send_json(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
+        self.send(method, path_and_query, body, None).await
+    }
+
+    /// Like [`Remote::send_json`] with a body already encoded, advancing `progress` as
+    /// the body goes out.
+    pub async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Bytes,
+        progress: Option<indicatif::ProgressBar>,
+    ) -> anyhow::Result<Value> {
         let uri: hyper::Uri = format!("{}{path_and_query}", self.endpoint)
             .parse()
             .context("building the request URL")?;
         let resp = self
             .client
-            .request(self.signed_get(&uri)?)
+            .request(self.signed(&method, &uri, body, progress)?)
             .await
             .with_context(|| format!("cannot reach Lamina at {}", self.endpoint))?;
         let status = resp.status();
@@ -146,19 +247,25 @@ impl Remote {
             .await
             .context("reading the response")?
             .to_bytes();
-        let value: Value = serde_json::from_slice(&body).with_context(|| {
-            format!("the server answered {status} with a body that is not JSON")
-        })?;
+        let value: Value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body).with_context(|| {
+                format!("the server answered {status} with a body that is not JSON")
+            })?
+        };
         if !status.is_success() {
             let message = value
                 .get("message")
                 .or_else(|| value.get("Message"))
                 .and_then(Value::as_str)
                 .unwrap_or("no message");
-            bail!(
-                "{} ({status}): {message}",
-                error_type.as_deref().unwrap_or("error")
-            );
+            return Err(RemoteError {
+                status,
+                error_type: error_type.unwrap_or_else(|| "error".into()),
+                message: message.to_owned(),
+            }
+            .into());
         }
         Ok(value)
     }

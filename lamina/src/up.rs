@@ -31,6 +31,7 @@ fn config(args: &UpArgs, public: String) -> NodeConfig {
         ..DispatchConfig::default()
     };
     c.log_retention = Duration::from_secs_f64(args.log_retention);
+    c.quality_window = Duration::from_secs_f64(args.quality_window);
     if let Some(dir) = &args.runtimes_dir {
         c.runtimes_dir = Some(dir.clone());
     }

@@ -34,6 +34,29 @@ pub enum EnvironmentError {
     Platform(String),
 }
 
+/// Why SnapStart could not snapshot a version. Its environments then run INIT as usual.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    /// INIT failed; the version's environments report the same failure to callers.
+    #[error("INIT failed: {}: {}", .0.error_type, .0.error_message)]
+    Init(FunctionError),
+    /// The guest has no INIT phase, or keeps state the host holds, which a snapshot of
+    /// its memory cannot capture.
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("platform error while taking a snapshot: {0}")]
+    Platform(String),
+}
+
+/// What taking a snapshot cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// How long INIT ran before the snapshot.
+    pub init_duration: std::time::Duration,
+    /// Size of the initialised guest as a new binary.
+    pub snapshot_bytes: u64,
+}
+
 /// What a successful prepare learned about the code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreparedCode {
@@ -49,7 +72,18 @@ pub trait ExecutionBackend: Send + Sync + 'static {
     /// Idempotent: a digest already prepared returns at once.
     async fn prepare(&self, code: &CodePackage) -> Result<PreparedCode, PrepareError>;
 
-    /// Creates one execution environment of `spec` and runs its INIT.
+    /// SnapStart: runs INIT of `spec` once and keeps the initialised instance, so that
+    /// environments created with [`InitializationType::SnapStart`] restore it instead of
+    /// running INIT. Idempotent.
+    async fn snapshot(&self, spec: SharedSpec) -> Result<SnapshotInfo, SnapshotError> {
+        let _ = spec;
+        Err(SnapshotError::Unsupported(
+            "this execution backend does not take snapshots".into(),
+        ))
+    }
+
+    /// Creates one execution environment of `spec` and runs its INIT (or, for SnapStart,
+    /// restores its snapshot).
     async fn create_environment(
         &self,
         spec: SharedSpec,

@@ -9,12 +9,13 @@ pub mod billing;
 pub mod http;
 pub mod invocation;
 pub mod names;
+pub mod quality;
 pub mod report;
 pub mod spec;
 
 pub use backend::{
     EnvironmentError, ExecutionBackend, ExecutionEnvironment, ModelCacheStats, PrepareError,
-    PreparedCode,
+    PreparedCode, SnapshotError, SnapshotInfo,
 };
 pub use billing::{LedgerRecord, Price};
 pub use invocation::{

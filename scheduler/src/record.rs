@@ -3,8 +3,23 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use protocol::{InvocationResult, InvocationType, LedgerRecord, Outcome, Price};
+use protocol::{InvocationResult, InvocationType, LedgerRecord, Outcome, Price, Response};
 use store::{LogRecord, Spool, SpoolEntry};
+
+/// Largest model response kept for joining with ground truth; a bigger one (a large
+/// batch with class probabilities) is not scored.
+pub const MAX_KEPT_PREDICTION: usize = 64 * 1024;
+
+fn prediction(result: &InvocationResult) -> Option<String> {
+    match &result.response {
+        Response::Event(body)
+            if result.outcome == Outcome::Success && body.len() <= MAX_KEPT_PREDICTION =>
+        {
+            std::str::from_utf8(body).ok().map(str::to_owned)
+        }
+        _ => None,
+    }
+}
 
 /// Who and what an invocation was for; completes the worker's result into a ledger row.
 #[derive(Debug, Clone)]
@@ -79,12 +94,13 @@ impl Recorder {
         }
     }
 
-    /// Spools the invocation's ledger row and log; when this returns, both survive a
-    /// crash of the process.
+    /// Spools the invocation's ledger row and log (with the response of a model function
+    /// when `keep_prediction`); when this returns, both survive a crash of the process.
     pub fn record(
         &self,
         meta: &InvocationMeta,
         result: &InvocationResult,
+        keep_prediction: bool,
     ) -> std::io::Result<LedgerRecord> {
         let ledger = self.ledger_record(meta, result);
         let log = LogRecord {
@@ -95,6 +111,7 @@ impl Recorder {
             version: result.version.clone(),
             logged_at_us: micros(result.ended_at),
             log_text: result.log.clone(),
+            prediction: keep_prediction.then(|| prediction(result)).flatten(),
         };
         self.spool
             .append(&[SpoolEntry::Invocation(ledger.clone()), SpoolEntry::Log(log)])?;

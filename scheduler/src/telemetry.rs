@@ -9,6 +9,7 @@ use std::time::Duration;
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
+use protocol::quality::Scores;
 use protocol::{InvocationResult, LedgerRecord, StartKind};
 
 use crate::core::{FunctionKey, ThrottleReason};
@@ -68,6 +69,8 @@ pub struct Telemetry {
     model_bytes: IntGauge,
     model_loads: prometheus::IntCounter,
     model_evictions: prometheus::IntCounter,
+    model_quality: prometheus::GaugeVec,
+    model_feedback_samples: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -110,6 +113,19 @@ fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> Hi
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
+}
+
+fn float_gauge(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::GaugeVec {
+    let g = prometheus::GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
     registry
         .register(Box::new(g.clone()))
         .expect("unique metric");
@@ -303,6 +319,20 @@ impl Telemetry {
                 "lamina_model_evictions_total",
                 "Models dropped for idleness or to make room in the budget.",
             ),
+            model_quality: float_gauge(
+                &r,
+                "lamina_model_quality",
+                "A model version's score over the quality window, from ground truth sent as \
+                 feedback: mae and rmse for regressors; accuracy and macro precision, recall \
+                 and f1 for classifiers.",
+                &["account", "function", "version", "metric"],
+            ),
+            model_feedback_samples: gauge(
+                &r,
+                "lamina_model_feedback_samples",
+                "Rows of ground truth a model version's quality scores are computed from.",
+                &["account", "function", "version"],
+            ),
             registry: r,
         }
     }
@@ -440,6 +470,26 @@ impl Telemetry {
             .inc_by(stats.loads.saturating_sub(self.model_loads.get()));
         self.model_evictions
             .inc_by(stats.evictions.saturating_sub(self.model_evictions.get()));
+    }
+
+    /// Sets the model quality gauges to `scores`; versions without feedback in the window
+    /// disappear from them.
+    pub fn observe_quality<'a>(
+        &self,
+        scores: impl IntoIterator<Item = (&'a str, &'a str, &'a str, &'a Scores)>,
+    ) {
+        self.model_quality.reset();
+        self.model_feedback_samples.reset();
+        for (account, function, version, s) in scores {
+            for (metric, value) in s.metrics() {
+                self.model_quality
+                    .with_label_values(&[account, function, version, metric])
+                    .set(value);
+            }
+            self.model_feedback_samples
+                .with_label_values(&[account, function, version])
+                .set(s.samples() as i64);
+        }
     }
 
     /// The text exposition format of every registered metric.

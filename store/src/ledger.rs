@@ -36,6 +36,9 @@ pub struct LogRecord {
     pub version: String,
     pub logged_at_us: i64,
     pub log_text: String,
+    /// A model function's response, kept to be joined with ground truth later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction: Option<String>,
 }
 
 /// What the spool holds.
@@ -435,7 +438,7 @@ fn values_clause(backend: Backend, rows: usize, columns: usize) -> String {
 }
 
 const INVOCATION_COLUMNS: usize = 22;
-const LOG_COLUMNS: usize = 7;
+const LOG_COLUMNS: usize = 8;
 
 /// Inserts entries idempotently, in one transaction.
 pub async fn insert_entries(db: &Db, entries: &[SpoolEntry]) -> Result<(), StoreError> {
@@ -496,7 +499,7 @@ pub async fn insert_entries(db: &Db, entries: &[SpoolEntry]) -> Result<(), Store
     for chunk in logs.chunks(1000) {
         let sql = format!(
             "INSERT INTO function_logs (request_id, attempt, account_id, function_name, version, \
-             logged_at_us, log_text) VALUES {} ON CONFLICT (request_id, attempt) DO NOTHING",
+             logged_at_us, log_text, prediction) VALUES {} ON CONFLICT (request_id, attempt) DO NOTHING",
             values_clause(db.backend(), chunk.len(), LOG_COLUMNS)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -508,7 +511,8 @@ pub async fn insert_entries(db: &Db, entries: &[SpoolEntry]) -> Result<(), Store
                 .bind(l.function_name.clone())
                 .bind(l.version.clone())
                 .bind(l.logged_at_us)
-                .bind(l.log_text.clone());
+                .bind(l.log_text.clone())
+                .bind(l.prediction.clone());
         }
         q.execute(&mut *tx).await?;
     }

@@ -6,11 +6,13 @@
 //! - [`ledger`]: the billing ledger and its crash-proof spool.
 //! - [`queue`]: the durable queue of asynchronous invocations.
 //! - [`reports`]: function logs and usage read back from the ledger.
+//! - [`quality`]: ground truth joined with logged predictions, and model scores.
 
 pub mod accounts;
 pub mod catalog;
 pub mod db;
 pub mod ledger;
+pub mod quality;
 pub mod queue;
 pub mod records;
 pub mod reports;

@@ -117,6 +117,24 @@ def signed(method, url, data=b"", headers=None, key_id=ROOT_KEY_ID, secret=ROOT_
     )
 
 
+def send_feedback(endpoint, function, request_id, truth, timeout=15):
+    """POSTs ground truth for a prediction, waiting out the second or so before the
+    ledger has written the prediction (404 until then)."""
+    import json
+
+    deadline = time.time() + timeout
+    while True:
+        r = signed(
+            "POST",
+            f"{endpoint}/lamina/functions/{function}/feedback",
+            data=json.dumps({"RequestId": request_id, "GroundTruth": truth}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        if r.status_code != 404 or time.time() > deadline:
+            return r
+        time.sleep(0.2)
+
+
 def postgres_database():
     """A fresh database URL, or None (and why) when PostgreSQL is unreachable."""
     try:

@@ -28,8 +28,10 @@ from conftest import (
     Lamina,
     drop_postgres_database,
     postgres_database,
+    send_feedback,
     unique,
     wasm_zip,
+    zip_of,
 )
 from test_deploy import (
     DASHBOARDS,
@@ -208,6 +210,8 @@ class Load:
             MaximumRetryAttempts=1,
             DestinationConfig={"OnFailure": {"Destination": sink_arn}},
         )
+        # Models with ground truth give the quality series.
+        self.classifier, self.regressor, self.rows = models(c)
         deadline = time.time() + 20
         while c.get_provisioned_concurrency_config(FunctionName=self.echo, Qualifier="1")["Status"] != "READY":
             assert time.time() < deadline, "provisioned concurrency never became READY"
@@ -233,10 +237,41 @@ class Load:
         for name in (self.async_dlq, self.async_destination):
             r = self.invoke(name, {"kind": "error"}, InvocationType="Event")
             assert r["StatusCode"] == 202
+        for name, (x, truth) in zip((self.classifier, self.regressor), self.rows):
+            r = self.invoke(name, {"input": x})
+            assert "FunctionError" not in r
+            request_id = r["ResponseMetadata"]["RequestId"]
+            sent = send_feedback(self.client.meta.endpoint_url, name, request_id, truth)
+            assert sent.status_code == 200, sent.text
 
     def names(self):
         return [self.sink, self.echo, self.faults, self.sleep, self.throttled,
-                self.async_dlq, self.async_destination]
+                self.async_dlq, self.async_destination, self.classifier, self.regressor]
+
+
+def models(client):
+    """An iris classifier and a diabetes regressor as onnx functions, and for each a few
+    rows with their true answers."""
+    import numpy as np
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_diabetes, load_iris
+    from sklearn.linear_model import LinearRegression
+    from sklearn.tree import DecisionTreeClassifier
+
+    names, rows = [], []
+    for load, model in ((load_iris, DecisionTreeClassifier(max_depth=2, random_state=0)),
+                        (load_diabetes, LinearRegression())):
+        X, y = load(return_X_y=True)
+        model.fit(X, y)
+        onx = to_onnx(model, X[:1].astype(np.float32))
+        name = unique("model")
+        client.create_function(
+            FunctionName=name, Runtime="onnx", Role=ROLE, Handler="model.onnx",
+            Code={"ZipFile": zip_of({"model.onnx": onx.SerializeToString()})},
+        )
+        names.append(name)
+        rows.append((X[:3].tolist(), y[:3].tolist()))
+    return names[0], names[1], rows
 
 
 @pytest.fixture(scope="module")

@@ -56,6 +56,8 @@ LAMINA_METRICS = {
     "lamina_model_cache_bytes": set(),
     "lamina_model_loads_total": set(),
     "lamina_model_evictions_total": set(),
+    "lamina_model_quality": {"account", "function", "version", "metric"},
+    "lamina_model_feedback_samples": {"account", "function", "version"},
     "lamina_http_requests_total": {"route", "method", "status"},
     "lamina_http_request_duration_seconds": {"route", "method"},
 }

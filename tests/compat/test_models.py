@@ -88,6 +88,32 @@ def test_seed_flow_linear_regression_on_diabetes(client, make_function):
     np.testing.assert_allclose(result["output"], model.predict(X[:50]), rtol=1e-4)
 
 
+def test_plain_http_inference_through_a_function_url(client, make_function):
+    """A function URL takes the request body as the model request: any HTTP client can
+    call the model, and its mistakes come back as 400s it can read."""
+    import requests
+
+    X, y = load_iris(return_X_y=True)
+    model = LogisticRegression(max_iter=500).fit(X, y)
+    name = deploy(make_function, model_zip(model, X)[0])
+    url = client.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"]
+    r = requests.post(url, json={"input": X[:3].tolist()}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/json"
+    assert r.json()["label"] == model.predict(X[:3]).tolist()
+    # curl's default content type makes the body base64 in the URL event.
+    r = requests.post(url, data=json.dumps({"input": X[0].tolist()}),
+                      headers={"content-type": "application/octet-stream"}, timeout=30)
+    assert r.status_code == 200 and r.json()["label"] == model.predict(X[:1]).tolist(), r.text
+    r = requests.post(url, json={"input": [1.0, 2.0]}, timeout=30)
+    assert r.status_code == 400
+    assert r.json()["errorType"] == "InvalidInput" and "4" in r.json()["errorMessage"]
+    r = requests.get(url, timeout=30)
+    assert r.status_code == 400 and "POST a JSON body" in r.json()["errorMessage"]
+    r = requests.post(url, data=b"not json", timeout=30)
+    assert r.status_code == 400 and r.json()["errorType"] == "Runtime.UnmarshalError"
+
+
 def regressors():
     return {
         "linear_regression": LinearRegression(),

@@ -189,6 +189,72 @@ impl CodeCache {
         })
     }
 
+    /// The linker every component guest is instantiated with.
+    pub(crate) fn component_linker(&self) -> &ComponentLinker<HostState> {
+        &self.component_linker
+    }
+
+    fn snapshot_artifact(&self, key: &str) -> PathBuf {
+        self.artifact_dir
+            .join("snapshots")
+            .join(format!("{key}.cwasm"))
+    }
+
+    /// A snapshot an earlier run of this node compiled, if its artifact is still there.
+    pub(crate) async fn load_snapshot(&self, key: &str) -> Option<Arc<Prepared>> {
+        let artifact = self.snapshot_artifact(key);
+        if !artifact.exists() {
+            return None;
+        }
+        let engine = self.engine.clone();
+        let path = artifact.clone();
+        let loaded = tokio::task::spawn_blocking(move || deserialize(&engine, &path, true))
+            .await
+            .ok()?;
+        match loaded {
+            Ok(Loaded::Component(c)) => self.prepared_component(&c, &artifact).ok().map(Arc::new),
+            Ok(Loaded::Module(_)) => None,
+            Err(e) => {
+                tracing::warn!(artifact = %artifact.display(), error = %e, "discarding unusable snapshot");
+                None
+            }
+        }
+    }
+
+    /// Compiles a snapshot (a component Lamina produced) and keeps its artifact.
+    pub(crate) async fn compile_snapshot(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Arc<Prepared>, PrepareError> {
+        let artifact = self.snapshot_artifact(key);
+        let engine = self.engine.clone();
+        let path = artifact.clone();
+        let loaded =
+            tokio::task::spawn_blocking(move || load_or_compile(&engine, &bytes, &path, true))
+                .await
+                .map_err(|e| PrepareError::Platform(format!("compile task failed: {e}")))??;
+        match loaded {
+            Loaded::Component(c) => self.prepared_component(&c, &artifact).map(Arc::new),
+            Loaded::Module(_) => Err(PrepareError::Platform(
+                "a snapshot compiled to a core module".into(),
+            )),
+        }
+    }
+
+    fn prepared_component(
+        &self,
+        component: &Component,
+        artifact: &Path,
+    ) -> Result<Prepared, PrepareError> {
+        let (kind, compiled) = self.pre_component(component)?;
+        Ok(Prepared {
+            kind,
+            compiled,
+            artifact_bytes: std::fs::metadata(artifact).map(|m| m.len()).unwrap_or(0),
+        })
+    }
+
     fn pre_component(&self, component: &Component) -> Result<(GuestKind, Compiled), PrepareError> {
         let ty = component.component_type();
         let exports: Vec<String> = ty

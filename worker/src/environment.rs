@@ -77,6 +77,8 @@ pub(crate) struct Environment {
     init_error: Option<FunctionError>,
     /// Whether this environment has served an invocation (later INITs are resets).
     served_any: bool,
+    /// Whether `prepared` is a SnapStart snapshot: INIT already ran inside it.
+    restored: bool,
 }
 
 fn epoch_ms(t: SystemTime) -> u64 {
@@ -122,6 +124,7 @@ impl Environment {
         prepared: Arc<Prepared>,
         model_refs: Arc<[ModelRef]>,
         init_type: InitializationType,
+        restored: bool,
     ) -> std::io::Result<Self> {
         let tmp = shared.scratch.take()?;
         let env_vars = spec.guest_environment(init_type);
@@ -139,6 +142,7 @@ impl Environment {
             pending_init: None,
             init_error: None,
             served_any: false,
+            restored,
         };
         env.init().await;
         Ok(env)
@@ -226,12 +230,19 @@ impl Environment {
                     Err(f) => return (Instance::Uninitialised, Some(f), 0),
                 };
                 store.data_mut().deadline = Instant::now() + timeout;
+                let restored = self.restored;
                 let call = async {
                     let bindings = pre.instantiate_async(&mut store).await?;
-                    let result = bindings
-                        .lamina_function_handler()
-                        .call_init(&mut store)
-                        .await?;
+                    // A snapshot's memory is the state its INIT left: restoring is
+                    // instantiating it.
+                    let result = if restored {
+                        Ok(())
+                    } else {
+                        bindings
+                            .lamina_function_handler()
+                            .call_init(&mut store)
+                            .await?
+                    };
                     wasmtime::Result::Ok((bindings, result))
                 };
                 let ended = guard(timeout, call).await;
@@ -274,7 +285,7 @@ impl Environment {
         let init = self.pending_init.take();
         let start = match (&init, self.init_type) {
             (None, _) => StartKind::Warm,
-            (Some(_), InitializationType::SnapStart) if !self.served_any => StartKind::Snapshot,
+            (Some(_), _) if self.restored && !self.served_any => StartKind::Snapshot,
             (Some(_), _) => StartKind::Cold,
         };
         self.served_any = true;

@@ -20,6 +20,7 @@ mod host;
 mod models;
 mod nn;
 mod scratch;
+mod snapshot;
 
 use std::sync::Arc;
 
@@ -27,7 +28,7 @@ use async_trait::async_trait;
 use protocol::{
     CodePackage, EnvironmentError, ExecutionBackend, ExecutionEnvironment, FunctionError,
     GuestKind, InitializationType, InvocationInput, InvocationResult, PrepareError, PreparedCode,
-    Runtime, SharedSpec,
+    Runtime, SharedSpec, SnapshotError, SnapshotInfo,
 };
 
 pub use config::{ModelConfig, PoolConfig, WorkerConfig};
@@ -66,6 +67,7 @@ pub(crate) struct Shared {
 pub struct Worker {
     shared: Arc<Shared>,
     code: Arc<code::CodeCache>,
+    snapshots: Arc<snapshot::Snapshots>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -128,6 +130,7 @@ impl Worker {
                 models,
             }),
             code: Arc::new(code),
+            snapshots: Arc::new(snapshot::Snapshots::new()),
         })
     }
 
@@ -187,6 +190,31 @@ impl Worker {
         };
         Ok((prepared, models))
     }
+
+    /// The snapshot environments of `spec` restore, taken now if needed; `None` when the
+    /// guest cannot be snapshotted.
+    async fn snapshot_of(
+        &self,
+        spec: &SharedSpec,
+        prepared: &code::Prepared,
+        models: &[models::ModelRef],
+    ) -> Result<(Arc<code::Prepared>, Option<SnapshotInfo>), SnapshotError> {
+        if spec.code.runtime != Runtime::Wasm || prepared.kind != GuestKind::Handler {
+            return Err(SnapshotError::Unsupported(
+                "SnapStart applies to handler components; this guest has no INIT to capture".into(),
+            ));
+        }
+        if !models.is_empty() {
+            return Err(SnapshotError::Unsupported(
+                "the package's models are loaded by the host through wasi-nn; a snapshot of \
+                 guest memory cannot hold them"
+                    .into(),
+            ));
+        }
+        self.snapshots
+            .get_or_take(&self.shared, &self.code, spec, prepared)
+            .await
+    }
 }
 
 struct Env(environment::Environment);
@@ -226,6 +254,22 @@ impl ExecutionBackend for Worker {
         })
     }
 
+    async fn snapshot(&self, spec: SharedSpec) -> Result<SnapshotInfo, SnapshotError> {
+        let (prepared, models) = self
+            .prepare_package(&spec.code)
+            .await
+            .map_err(|e| match e {
+                PrepareError::InvalidCode(m) | PrepareError::Platform(m) => {
+                    SnapshotError::Platform(m)
+                }
+            })?;
+        let (restored, taken) = self.snapshot_of(&spec, &prepared, &models).await?;
+        Ok(taken.unwrap_or(SnapshotInfo {
+            init_duration: std::time::Duration::ZERO,
+            snapshot_bytes: restored.artifact_bytes,
+        }))
+    }
+
     async fn create_environment(
         &self,
         spec: SharedSpec,
@@ -240,12 +284,22 @@ impl ExecutionBackend for Worker {
                     EnvironmentError::NotPrepared(format!("{}: {m}", spec.code.digest))
                 }
             })?;
+        // A version whose snapshot cannot be taken still runs, with INIT as usual.
+        let restore = match init_type {
+            InitializationType::SnapStart => self
+                .snapshot_of(&spec, &prepared, &models)
+                .await
+                .ok()
+                .map(|(snapshot, _)| snapshot),
+            _ => None,
+        };
         let env = environment::Environment::create(
             self.shared.clone(),
             spec,
-            prepared,
+            restore.clone().unwrap_or(prepared),
             models,
             init_type,
+            restore.is_some(),
         )
         .await
         .map_err(|e| EnvironmentError::Platform(format!("creating /tmp: {e}")))?;

@@ -107,6 +107,17 @@ fn snap_start(input: Option<&SnapStartInput>) -> Result<Option<bool>, ApiError> 
     }
 }
 
+/// SnapStart captures a guest's INIT; the `onnx` runtime's INIT is a model the node
+/// already loads once and shares.
+fn check_snap_start(runtime: protocol::Runtime, snap_start: bool) -> Result<(), ApiError> {
+    if snap_start && runtime == protocol::Runtime::Onnx {
+        return Err(ApiError::InvalidParameterValue(
+            "SnapStart is not supported for runtime onnx: its model is loaded once per node and shared by every environment, so they already start without loading it.".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn tracing_mode(input: Option<&ModeInput>) -> Result<Option<String>, ApiError> {
     match input.and_then(|t| t.mode.as_deref()) {
         None => Ok(None),
@@ -221,6 +232,7 @@ pub async fn create(
     let architectures = validate::architectures(&req.architectures)?;
     validate::tags(&req.tags)?;
     let snap = snap_start(req.snap_start.as_ref())?.unwrap_or(false);
+    check_snap_start(runtime, snap)?;
     let tracing =
         tracing_mode(req.tracing_config.as_ref())?.unwrap_or_else(|| "PassThrough".into());
     let zip = only_zip(&req.code)?;
@@ -638,6 +650,7 @@ pub async fn update_configuration(
         validate::handler(&h)?;
         config.handler = h;
     }
+    check_snap_start(validate::runtime(&config.runtime)?, config.snap_start)?;
     if runtime_changed || handler_changed {
         // The same package, read another way: validate and compile it again.
         let code = protocol::CodePackage {

@@ -2,6 +2,7 @@
 
 pub mod functions;
 pub mod invoke;
+pub mod quality;
 pub mod reports;
 pub mod settings;
 pub mod urls;
@@ -193,6 +194,8 @@ pub fn routes() -> Router<AppState> {
         .route("/lamina/status", get(crate::observe::status))
         .route("/lamina/functions/{name}/logs", get(reports::logs))
         .route("/lamina/usage", get(reports::usage))
+        .route("/lamina/functions/{name}/feedback", post(quality::feedback))
+        .route("/lamina/functions/{name}/quality", get(quality::quality))
         .route("/metrics", get(crate::observe::metrics))
         .layer(DefaultBodyLimit::max(MAX_CONTROL_REQUEST));
 

@@ -66,6 +66,25 @@ pub async fn publish(
             ),
             other => ApiError::service(other),
         })?;
+    if version.config.snap_start {
+        // INIT runs now, once; the version's environments restore what it built. A guest
+        // that cannot be snapshotted runs INIT per environment, as without SnapStart.
+        let spec = state.catalog.spec(&entry, &version);
+        match state.scheduler.backend().snapshot(spec).await {
+            Ok(info) => tracing::debug!(
+                function = %r.entry.name,
+                version = %version.version,
+                init_ms = info.init_duration.as_secs_f64() * 1000.0,
+                "SnapStart snapshot ready"
+            ),
+            Err(e) => tracing::warn!(
+                function = %r.entry.name,
+                version = %version.version,
+                error = %e,
+                "SnapStart: environments of this version will run INIT"
+            ),
+        }
+    }
     let body = function_configuration(&state, &entry, &version, true, Detail::Full);
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }

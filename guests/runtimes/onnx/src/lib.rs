@@ -21,6 +21,10 @@
 //! the model's class order).
 //!
 //! Mistakes in a request are `InvalidInput` function errors naming the expected shape.
+//!
+//! Called through a function URL, the request is the HTTP body of the URL event, and a
+//! mistake in it is an HTTP 400 whose body is that error, as a plain HTTP client expects,
+//! rather than a function error (502).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -566,12 +570,60 @@ impl Handler for OnnxRuntime {
 
     fn handle(event: Vec<u8>, _ctx: Context) -> Result<Vec<u8>, Error> {
         RUNTIME.with(|r| match r.borrow().as_ref() {
-            Some(runtime) => runtime.handle(&event),
+            Some(runtime) => match url_request_body(&event) {
+                Some(body) => http_answer(body.and_then(|b| runtime.handle(&b))),
+                None => runtime.handle(&event),
+            },
             None => Err(Error::new(
                 "Runtime.Uninitialized",
                 "the model was not loaded",
             )),
         })
+    }
+}
+
+/// The HTTP body of a function-URL event; `None` for an Invoke payload.
+fn url_request_body(event: &[u8]) -> Option<Result<Vec<u8>, Error>> {
+    // An Invoke payload of this runtime never carries `requestContext`; the cheap byte
+    // check spares the usual request a second parse.
+    if !event.windows(16).any(|w| w == b"\"requestContext\"") {
+        return None;
+    }
+    let Ok(Value::Object(mut url_event)) = json::from_event::<Value>(event) else {
+        return None;
+    };
+    url_event.get("requestContext")?.get("http")?;
+    let base64 = url_event.get("isBase64Encoded") == Some(&Value::Bool(true));
+    Some(match url_event.remove("body") {
+        Some(Value::String(text)) if base64 => {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|_| invalid("the request body is not valid base64"))
+        }
+        Some(Value::String(text)) => Ok(text.into_bytes()),
+        _ => Err(invalid(
+            "POST a JSON body: {\"input\": [x1, x2, ...]} for one row, {\"input\": [[...], ...]} for a batch",
+        )),
+    })
+}
+
+/// A function URL's answer: the prediction as the 200 body, a mistake in the request as
+/// a 400 with the error as its body. Other failures stay function errors (502).
+fn http_answer(result: Result<Vec<u8>, Error>) -> Result<Vec<u8>, Error> {
+    match result {
+        Err(e) if e.error_type == "InvalidInput" || e.error_type == "Runtime.UnmarshalError" => {
+            let body = json::to_response(&json::json!({
+                "errorType": e.error_type,
+                "errorMessage": e.error_message,
+            }))?;
+            json::to_response(&json::json!({
+                "statusCode": 400,
+                "headers": {"content-type": "application/json"},
+                "body": String::from_utf8_lossy(&body),
+            }))
+        }
+        other => other,
     }
 }
 

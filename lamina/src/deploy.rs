@@ -1,0 +1,370 @@
+//! `lamina deploy`: from a model or a Wasm file to a URL in one command.
+//!
+//! Packages the file, creates the function (or gives an existing one the new code and
+//! settings) through the Lambda API, waits until it is Active, makes sure it has a
+//! function URL, and prints that URL with a `curl` that calls it.
+
+use std::io::{Cursor, Read as _, Write as _};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use hyper::Method;
+use hyper::body::Bytes;
+use serde_json::{Value, json};
+
+use crate::cli::{DeployArgs, UsageError};
+use crate::remote::{Remote, RemoteError, query_value};
+
+/// A deployment package ready to upload.
+#[derive(Debug)]
+struct Package {
+    zip: Vec<u8>,
+    runtime: &'static str,
+    handler: String,
+    /// Values of one input row for the printed example (models only).
+    example_features: Option<usize>,
+}
+
+/// Optional model settings the `onnx` runtime reads next to the model.
+const MODEL_CONFIG: &str = "lamina-model.json";
+const POLL: Duration = Duration::from_millis(250);
+
+pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
+    let package = package(&args.path)?;
+    let remote = Remote::new(&args.remote.endpoint, &args.remote.region)?;
+    let name = query_value(&args.name);
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&package.zip);
+
+    let exists = match remote
+        .get_json(&format!("/2015-03-31/functions/{name}"))
+        .await
+    {
+        Ok(_) => true,
+        Err(e) if not_found(&e) => false,
+        Err(e) => return Err(e),
+    };
+    let mut settings = serde_json::Map::new();
+    if let Some(m) = args.memory {
+        settings.insert("MemorySize".into(), m.into());
+    }
+    if let Some(t) = args.timeout {
+        settings.insert("Timeout".into(), t.into());
+    }
+    eprintln!(
+        "{} {} ({}, {}) to {}",
+        if exists { "updating" } else { "creating" },
+        args.name,
+        package.runtime,
+        human_bytes(package.zip.len() as u64),
+        args.remote.endpoint
+    );
+    let (method, path, body) = if exists {
+        (
+            Method::PUT,
+            format!("/2015-03-31/functions/{name}/code"),
+            json!({"ZipFile": encoded}),
+        )
+    } else {
+        let mut create = json!({
+            "FunctionName": args.name,
+            "Runtime": package.runtime,
+            "Handler": package.handler,
+            // Lamina does not assume roles; the API requires one.
+            "Role": "arn:aws:iam::000000000000:role/lamina-deploy",
+            "Code": {"ZipFile": encoded},
+        });
+        if let Some(obj) = create.as_object_mut() {
+            obj.extend(settings.clone());
+        }
+        (Method::POST, "/2015-03-31/functions".to_owned(), create)
+    };
+    let bytes = Bytes::from(serde_json::to_vec(&body)?);
+    // The package is in memory three times until here (zip, base64, JSON).
+    drop(body);
+    let bar = upload_bar(bytes.len() as u64);
+    remote.send(method, &path, bytes, Some(bar.clone())).await?;
+    bar.finish_and_clear();
+    if exists && !settings.is_empty() {
+        wait_until_ready(&remote, &name, args.wait).await?;
+        remote
+            .send_json(
+                Method::PUT,
+                &format!("/2015-03-31/functions/{name}/configuration"),
+                Some(&Value::Object(settings)),
+            )
+            .await?;
+    }
+    let arn = wait_until_ready(&remote, &name, args.wait).await?;
+    eprintln!("{arn} is Active");
+
+    let auth = if args.public { "NONE" } else { "AWS_IAM" };
+    let url_path = format!("/2021-10-31/functions/{name}/url");
+    let url = match remote.get_json(&url_path).await {
+        Ok(config) if config["AuthType"] == auth => config["FunctionUrl"].clone(),
+        Ok(_) => remote
+            .send_json(Method::PUT, &url_path, Some(&json!({"AuthType": auth})))
+            .await?["FunctionUrl"]
+            .clone(),
+        Err(e) if not_found(&e) => remote
+            .send_json(Method::POST, &url_path, Some(&json!({"AuthType": auth})))
+            .await?["FunctionUrl"]
+            .clone(),
+        Err(e) => return Err(e),
+    };
+    let url = url
+        .as_str()
+        .context("the server returned no FunctionUrl")?
+        .to_owned();
+    println!("{url}");
+    eprintln!(
+        "\ncall it:\n  {}",
+        example_curl(&url, &package, auth, remote.region())
+    );
+    Ok(())
+}
+
+fn not_found(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<RemoteError>()
+        .is_some_and(|r| r.status == hyper::StatusCode::NOT_FOUND)
+}
+
+/// Polls GetFunction until the function is Active and its last update finished; returns
+/// its ARN.
+async fn wait_until_ready(remote: &Remote, name: &str, wait_secs: u64) -> anyhow::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(wait_secs);
+    loop {
+        let f = remote
+            .get_json(&format!("/2015-03-31/functions/{name}"))
+            .await?;
+        let c = &f["Configuration"];
+        let state = c["State"].as_str().unwrap_or("Active");
+        let update = c["LastUpdateStatus"].as_str().unwrap_or("Successful");
+        if state == "Failed" || update == "Failed" {
+            bail!(
+                "the function failed: {}",
+                c["StateReason"]
+                    .as_str()
+                    .or(c["LastUpdateStatusReason"].as_str())
+                    .unwrap_or("no reason given")
+            );
+        }
+        if state == "Active" && update == "Successful" {
+            return Ok(c["FunctionArn"].as_str().unwrap_or(name).to_owned());
+        }
+        if Instant::now() >= deadline {
+            bail!("the function is still {state} ({update}) after {wait_secs} s");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn upload_bar(len: u64) -> indicatif::ProgressBar {
+    // Drawn only when stderr is a terminal.
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "uploading [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+fn human_bytes(n: u64) -> String {
+    indicatif::HumanBytes(n).to_string()
+}
+
+/// Zips `path` the way its kind is deployed.
+fn package(path: &Path) -> anyhow::Result<Package> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| UsageError(format!("{} has no file name", path.display())))?;
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("onnx") => {
+            let mut files = vec![(file_name.to_owned(), bytes.clone())];
+            let config = path.with_file_name(MODEL_CONFIG);
+            if config.is_file() {
+                files.push((MODEL_CONFIG.to_owned(), std::fs::read(&config)?));
+            }
+            Ok(Package {
+                zip: zip_files(&files)?,
+                runtime: "onnx",
+                handler: file_name.to_owned(),
+                example_features: row_width(&bytes),
+            })
+        }
+        Some("wasm") => Ok(Package {
+            zip: zip_files(&[("function.wasm".to_owned(), bytes)])?,
+            runtime: "wasm",
+            handler: "function.wasm".to_owned(),
+            example_features: None,
+        }),
+        Some("zip") => from_zip(bytes),
+        _ => Err(UsageError(format!(
+            "{} is not a .onnx model, a .wasm function or a .zip package",
+            path.display()
+        ))
+        .into()),
+    }
+}
+
+/// A package the user zipped: a model runtime if it holds a model, else Wasm.
+fn from_zip(zip: Vec<u8>) -> anyhow::Result<Package> {
+    let mut archive = zip::ZipArchive::new(Cursor::new(&zip)).context("reading the zip")?;
+    let names: Vec<String> = archive
+        .file_names()
+        .map(|n| n.map(|name| name.into_owned()))
+        .collect::<Result<_, _>>()
+        .context("reading the zip's entries")?;
+    let pick = |ext: &str, preferred: &str| {
+        names
+            .iter()
+            .find(|n| *n == preferred)
+            .or_else(|| names.iter().find(|n| n.ends_with(ext)))
+            .cloned()
+    };
+    if let Some(model) = pick(".onnx", "model.onnx") {
+        let mut bytes = Vec::new();
+        archive.by_name(&model)?.read_to_end(&mut bytes)?;
+        return Ok(Package {
+            example_features: row_width(&bytes),
+            zip,
+            runtime: "onnx",
+            handler: model,
+        });
+    }
+    if let Some(wasm) = pick(".wasm", "function.wasm") {
+        return Ok(Package {
+            zip,
+            runtime: "wasm",
+            handler: wasm,
+            example_features: None,
+        });
+    }
+    Err(UsageError("the zip holds neither a .onnx model nor a .wasm file".into()).into())
+}
+
+fn zip_files(files: &[(String, Vec<u8>)]) -> anyhow::Result<Vec<u8>> {
+    let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .large_file(files.iter().any(|(_, b)| b.len() >= u32::MAX as usize));
+    for (name, bytes) in files {
+        writer.start_file(name.as_str(), options)?;
+        writer.write_all(bytes)?;
+    }
+    Ok(writer.finish()?.into_inner())
+}
+
+/// How many values one row of the model's first input holds, when the model says.
+/// The server validates the model; a model this cannot read just gets a generic example.
+fn row_width(model: &[u8]) -> Option<usize> {
+    let loaded = onnx_ops::load(model, &onnx_ops::LoadLimits::default()).ok()?;
+    match loaded.inputs().first()?.shape.last()? {
+        onnx_ops::Dim::Fixed(n) if *n > 0 && *n <= 4096 => Some(*n),
+        _ => None,
+    }
+}
+
+fn example_curl(url: &str, package: &Package, auth: &str, region: &str) -> String {
+    let body = match (package.runtime, package.example_features) {
+        ("onnx", Some(n)) => format!("{{\"input\": [{}]}}", vec!["0.0"; n].join(", ")),
+        ("onnx", None) => "{\"input\": [0.0]}".to_owned(),
+        _ => "{\"hello\": \"world\"}".to_owned(),
+    };
+    let signing = if auth == "AWS_IAM" {
+        format!(
+            "--aws-sigv4 'aws:amz:{region}:lambda' --user \"$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY\" "
+        )
+    } else {
+        String::new()
+    };
+    format!("curl {signing}-H 'content-type: application/json' -d '{body}' {url}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_file(name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("lamina-deploy-{}", uuid_like()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{e}"));
+        path
+    }
+
+    fn uuid_like() -> String {
+        format!(
+            "{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+        )
+    }
+
+    fn entries(zip: &[u8]) -> Vec<String> {
+        let archive = zip::ZipArchive::new(Cursor::new(zip)).unwrap_or_else(|e| panic!("{e}"));
+        archive
+            .file_names()
+            .map(|n| {
+                n.map(|name| name.into_owned())
+                    .unwrap_or_else(|e| panic!("{e}"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn wasm_files_become_function_wasm() {
+        let p = package(&temp_file("app.wasm", b"\0asm")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((p.runtime, p.handler.as_str()), ("wasm", "function.wasm"));
+        assert_eq!(entries(&p.zip), vec!["function.wasm"]);
+    }
+
+    #[test]
+    fn models_keep_their_name_and_bring_their_config() {
+        let path = temp_file("iris.onnx", b"not really onnx");
+        std::fs::write(path.with_file_name(MODEL_CONFIG), b"{}").unwrap_or_else(|e| panic!("{e}"));
+        let p = package(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((p.runtime, p.handler.as_str()), ("onnx", "iris.onnx"));
+        let mut names = entries(&p.zip);
+        names.sort();
+        assert_eq!(names, vec!["iris.onnx", MODEL_CONFIG]);
+        assert_eq!(p.example_features, None);
+    }
+
+    #[test]
+    fn zips_are_read_for_their_runtime() {
+        let zip = zip_files(&[("model.onnx".into(), vec![1]), ("x.wasm".into(), vec![2])])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let p = package(&temp_file("pkg.zip", &zip)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((p.runtime, p.handler.as_str()), ("onnx", "model.onnx"));
+        let empty = zip_files(&[("README".into(), vec![])]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(package(&temp_file("empty.zip", &empty)).is_err());
+        assert!(package(&temp_file("notes.txt", b"")).is_err());
+    }
+
+    #[test]
+    fn the_example_signs_unless_public() {
+        let p = Package {
+            zip: vec![],
+            runtime: "onnx",
+            handler: "model.onnx".into(),
+            example_features: Some(3),
+        };
+        let signed = example_curl("http://x/", &p, "AWS_IAM", "us-east-1");
+        assert!(
+            signed.contains("--aws-sigv4 'aws:amz:us-east-1:lambda'"),
+            "{signed}"
+        );
+        assert!(signed.contains("{\"input\": [0.0, 0.0, 0.0]}"), "{signed}");
+        assert!(!example_curl("http://x/", &p, "NONE", "us-east-1").contains("sigv4"));
+    }
+}
