@@ -11,6 +11,7 @@ mod faults;
 mod kinds;
 mod lifecycle;
 mod models;
+mod snapstart;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
