@@ -35,6 +35,17 @@ impl std::fmt::Display for Summary {
     }
 }
 
+/// Measures as `lamina` runs: library errors capture no backtrace even under
+/// `RUST_BACKTRACE` (see `keep_backtraces_for_panics_only` in the lamina binary). Call it
+/// first in `main`, before any thread starts.
+#[allow(unsafe_code)]
+pub fn library_backtraces_off() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: the caller runs this before any other thread exists.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
+}
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }

@@ -9,7 +9,20 @@ mod up;
 
 use clap::Parser;
 
+/// With `RUST_BACKTRACE` set, every library error (anyhow's, tract's) captures a backtrace
+/// too, and some are built on hot paths: tract's tree ensembles build one per leaf they
+/// visit, which makes a random forest several times slower. Panics keep theirs.
+#[allow(unsafe_code)]
+fn keep_backtraces_for_panics_only() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: called first thing in `main`, before any other thread exists, so
+        // nothing can read the environment concurrently.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    keep_backtraces_for_panics_only();
     let cli = cli::Cli::parse();
     cli::init_tracing(&cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -126,8 +126,12 @@ async fn per_row(
     Ok((in_function, native))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    bench::library_backtraces_off();
+    tokio::runtime::Runtime::new()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("lamina-model-bench-{}", uuid::Uuid::new_v4()));
     let packages = dir.join("packages");
     let mut config = WorkerConfig::new(dir.join("data"));

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use protocol::{
     CodePackage, ExecutionBackend, ExecutionEnvironment, FunctionSpec, GuestKind,
@@ -29,7 +29,6 @@ fn data_dir() -> PathBuf {
 
 /// onnxruntime's inputs and outputs for a fixture model.
 struct Expected {
-    features: usize,
     rows: Vec<Vec<f64>>,
     outputs: Vec<Value>,
 }
@@ -46,7 +45,6 @@ fn expected(name: &str) -> Expected {
         .map(|x| x.as_f64().unwrap())
         .collect();
     Expected {
-        features,
         rows: data.chunks(features).map(<[f64]>::to_vec).collect(),
         outputs: v["outputs"].as_array().unwrap().clone(),
     }
@@ -420,48 +418,4 @@ async fn a_rust_guest_runs_its_own_model_through_wasi_nn() {
 
     let r = invoke(&mut env, &json!({ "features": { "sl": 1 } })).await;
     assert_eq!(error_type(&r), "InvalidInput");
-}
-
-/// Per-row inference cost through the whole guest path (JSON, wasi-nn, tract) against
-/// onnx-ops called directly, on an MLP. A measurement, not a check:
-/// `cargo test -p worker --test it --release -- --ignored --nocapture mlp_inference`.
-#[tokio::test(flavor = "multi_thread")]
-#[ignore]
-async fn mlp_inference_cost_in_guest_and_direct() {
-    let h = Harness::new();
-    let bytes = model_bytes("standard_scaler__mlp_regressor");
-    let want = expected("standard_scaler__mlp_regressor");
-    let started = Instant::now();
-    let direct = onnx_ops::load(&bytes, &Default::default()).unwrap();
-    let load = started.elapsed();
-    let code = h.files_package(
-        "bench",
-        &[("model.onnx", &bytes)],
-        Runtime::Onnx,
-        "model.onnx",
-    );
-    let started = Instant::now();
-    let mut env = h.env_of(code, vec![]).await;
-    let create = started.elapsed();
-    let request = json!({ "input": want.rows[0] });
-    let n = 2000;
-    for _ in 0..100 {
-        invoke(&mut env, &request).await;
-    }
-    let started = Instant::now();
-    for _ in 0..n {
-        invoke(&mut env, &request).await;
-    }
-    let in_guest = started.elapsed() / n;
-    let row: Vec<f32> = want.rows[0].iter().map(|&v| v as f32).collect();
-    let tensor = tract_onnx::prelude::Tensor::from_shape(&[1, want.features], &row).unwrap();
-    use tract_onnx::prelude::IntoTValue;
-    let started = Instant::now();
-    for _ in 0..n {
-        direct.run(vec![tensor.clone().into_tvalue()]).unwrap();
-    }
-    let direct_row = started.elapsed() / n;
-    println!(
-        "MLP: load {load:?}; prepare + create environment {create:?}; per row: invoke {in_guest:?}, onnx-ops direct {direct_row:?}"
-    );
 }
