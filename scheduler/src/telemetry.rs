@@ -46,6 +46,7 @@ pub struct Telemetry {
     invocations: IntCounterVec,
     duration: HistogramVec,
     init_duration: HistogramVec,
+    restore_duration: HistogramVec,
     overhead: HistogramVec,
     queue_wait: HistogramVec,
     cold_starts: IntCounterVec,
@@ -187,6 +188,12 @@ impl Telemetry {
                 &r,
                 "lamina_init_duration_seconds",
                 "INIT time of cold starts.",
+                FUNCTION,
+            ),
+            restore_duration: histogram(
+                &r,
+                "lamina_restore_duration_seconds",
+                "Time to restore a SnapStart snapshot instead of running INIT.",
                 FUNCTION,
             ),
             overhead: histogram(
@@ -358,7 +365,12 @@ impl Telemetry {
             .with_label_values(&function)
             .observe(result.duration.as_secs_f64());
         if let Some(init) = result.init_duration {
-            self.init_duration
+            let histogram = if result.start == StartKind::Snapshot {
+                &self.restore_duration
+            } else {
+                &self.init_duration
+            };
+            histogram
                 .with_label_values(&function)
                 .observe(init.as_secs_f64());
         }

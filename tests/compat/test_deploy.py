@@ -33,6 +33,7 @@ LAMINA_METRICS = {
     "lamina_invocations_total": {"account", "function", "version", "outcome", "start"},
     "lamina_invocation_duration_seconds": {"account", "function"},
     "lamina_init_duration_seconds": {"account", "function"},
+    "lamina_restore_duration_seconds": {"account", "function"},
     "lamina_platform_overhead_seconds": {"account", "function"},
     "lamina_async_queue_wait_seconds": {"account", "function"},
     "lamina_cold_starts_total": {"account", "function"},

@@ -145,7 +145,10 @@ def test_regressor_scores_through_the_command_line(lamina, client, make_function
 def test_a_canary_version_is_scored_apart_from_the_current_one(lamina, client, make_function):
     """Retrain, publish, route part of the traffic through a weighted alias, and compare
     the two versions on the same stream of ground truth."""
-    X, y = load_diabetes(return_X_y=True)
+    X, _ = load_diabetes(return_X_y=True)
+    # A target the retrained model fits exactly, so the canary wins on any split of
+    # the traffic.
+    y = X @ np.arange(1.0, 11.0) * 100 + 150
     name = deploy(make_function, Ridge(alpha=10.0).fit(X, y), X)
     client.publish_version(FunctionName=name)
     client.update_function_code(FunctionName=name, ZipFile=model_package(LinearRegression().fit(X, y), X))
@@ -166,8 +169,7 @@ def test_a_canary_version_is_scored_apart_from_the_current_one(lamina, client, m
     for version, errs in errors.items():
         assert scores[version]["Samples"] == len(errs)
         assert math.isclose(scores[version]["MAE"], float(np.mean(errs)), rel_tol=1e-6)
-    # Unregularised least squares fits its own training rows better than ridge.
-    assert scores["2"]["MAE"] < scores["1"]["MAE"]
+    assert scores["2"]["MAE"] < 1e-2 < scores["1"]["MAE"]
     metrics = metric_values(lamina, name)
     assert metrics[("1", "samples")] + metrics[("2", "samples")] == 40
 

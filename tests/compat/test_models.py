@@ -233,6 +233,28 @@ def test_string_class_labels_and_a_config_file(client, make_function):
     assert set(result["probabilities"][0]) == {"Iris setosa", "Iris versicolor", "Iris virginica"}
 
 
+def test_a_bad_model_config_is_refused_at_deploy(client, make_function):
+    X, y = load_iris(return_X_y=True)
+    model = LogisticRegression(max_iter=500).fit(X, y)
+    cases = [
+        ("not json", "The model cannot be served: InvalidModelConfig: lamina-model.json is not valid"),
+        (json.dumps({"output": "nope"}),
+         "The model cannot be served: InvalidModelConfig: lamina-model.json names output `nope`, but the model's are: "),
+    ]
+    for config, message in cases:
+        zip_bytes, _ = model_zip(model, X, {"lamina-model.json": config})
+        e = expect_error(client, "InvalidParameterValueException", 400,
+                         lambda: deploy(make_function, zip_bytes))
+        assert e.response["Error"]["Message"].startswith(message), e.response["Error"]["Message"]
+    # The same check guards new code for an existing function.
+    name = deploy(make_function, model_zip(model, X)[0])
+    bad, _ = model_zip(model, X, {"lamina-model.json": json.dumps({"output": "nope"})})
+    expect_error(client, "InvalidParameterValueException", 400,
+                 lambda: client.update_function_code(FunctionName=name, ZipFile=bad))
+    error, result = call(client, name, {"input": X[0].tolist()})
+    assert error is None and result["label"] == model.predict(X[:1]).tolist()
+
+
 def test_wrong_shapes_are_function_errors_naming_the_expected_shape(client, make_function):
     X, y = load_diabetes(return_X_y=True)
     zip_bytes, _ = model_zip(LinearRegression().fit(X, y), X)

@@ -5,6 +5,8 @@ restore the snapshot (REPORT shows Restore Duration) instead of running INIT."""
 import base64
 import json
 
+import requests
+
 from conftest import ROLE, expect_error, zip_of
 
 
@@ -15,7 +17,7 @@ def invoke_tail(client, name, qualifier=None, payload=b"{}"):
     return r, json.loads(r["Payload"].read()), log
 
 
-def test_published_versions_restore_the_init_snapshot(client, make_function):
+def test_published_versions_restore_the_init_snapshot(lamina, client, make_function):
     name = make_function("embedded-model", SnapStart={"ApplyOn": "PublishedVersions"}, MemorySize=256)
     assert client.get_function_configuration(FunctionName=name)["SnapStart"] == {
         "ApplyOn": "PublishedVersions", "OptimizationStatus": "Off",
@@ -40,6 +42,10 @@ def test_published_versions_restore_the_init_snapshot(client, make_function):
     # The next call is warm.
     _, warm, log = invoke_tail(client, name, version["Version"])
     assert warm == restored and "Restore Duration" not in log
+    # Restores have their own histogram; INIT's counts only the $LATEST start.
+    metrics = requests.get(f"{lamina.endpoint}/metrics", timeout=10).text
+    assert f'lamina_restore_duration_seconds_count{{account="000000000000",function="{name}"}} 1' in metrics
+    assert f'lamina_init_duration_seconds_count{{account="000000000000",function="{name}"}} 1' in metrics
 
 
 def test_a_trap_resets_to_the_snapshot(client, make_function):

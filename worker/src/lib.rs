@@ -191,6 +191,53 @@ impl Worker {
         Ok((prepared, models))
     }
 
+    /// Runs the `onnx` runtime's INIT once on the package, so that what only the runtime
+    /// reads (the model's signature as it serves it, `lamina-model.json`) is checked when
+    /// the code is deployed rather than at the first invoke.
+    async fn check_model_runtime(
+        &self,
+        code: &CodePackage,
+        prepared: &Arc<code::Prepared>,
+        models: &Arc<[models::ModelRef]>,
+    ) -> Result<(), PrepareError> {
+        let spec = Arc::new(protocol::FunctionSpec {
+            account_id: String::new(),
+            region: String::new(),
+            function_name: "deploy-check".into(),
+            version: protocol::names::LATEST.into(),
+            function_arn: String::new(),
+            memory_mb: 128,
+            timeout: self.shared.config.init_timeout,
+            ephemeral_storage_mb: 512,
+            environment: Vec::new(),
+            code: code.clone(),
+            allowed_hosts: Vec::new(),
+            snap_start: false,
+        });
+        let env = environment::Environment::create(
+            self.shared.clone(),
+            spec,
+            prepared.clone(),
+            models.clone(),
+            InitializationType::OnDemand,
+            false,
+        )
+        .await
+        .map_err(|e| PrepareError::Platform(format!("creating /tmp: {e}")))?;
+        if let Some(failure) = env.platform_failure() {
+            return Err(PrepareError::Platform(format!(
+                "starting the model runtime: {failure:?}"
+            )));
+        }
+        match env.init_error() {
+            Some(e) => Err(PrepareError::InvalidCode(format!(
+                "The model cannot be served: {}: {}",
+                e.error_type, e.error_message
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// The snapshot environments of `spec` restore, taken now if needed; `None` when the
     /// guest cannot be snapshotted.
     async fn snapshot_of(
@@ -243,7 +290,10 @@ impl ExecutionBackend for Worker {
     }
 
     async fn prepare(&self, code: &CodePackage) -> Result<PreparedCode, PrepareError> {
-        let (prepared, _) = self.prepare_package(code).await?;
+        let (prepared, models) = self.prepare_package(code).await?;
+        if code.runtime == Runtime::Onnx {
+            self.check_model_runtime(code, &prepared, &models).await?;
+        }
         let kind = match code.runtime {
             Runtime::Wasm => prepared.kind,
             Runtime::Onnx => GuestKind::Model,
