@@ -176,7 +176,11 @@ async fn take(
         linker.instantiate_async(store, component).await
     });
     let (snapshot, results) = match tokio::time::timeout(timeout, run).await {
-        Err(_) => return Err(init_failed(FunctionError::timeout("snapshot", timeout))),
+        Err(_) => {
+            return Err(SnapshotError::Init(FunctionError::timeout(
+                "snapshot", timeout,
+            )));
+        }
         Ok(Err(e)) => {
             return Err(classify(
                 &e,
@@ -189,7 +193,7 @@ async fn take(
     };
     let init_duration = started.elapsed();
     if let Some(Val::Result(Err(Some(error)))) = results.first() {
-        return Err(init_failed(guest_error(error)));
+        return Err(SnapshotError::Init(guest_error(error)));
     }
     drop(store);
     drop(tmp);
@@ -218,17 +222,13 @@ async fn take(
     ))
 }
 
-fn init_failed(error: FunctionError) -> SnapshotError {
-    SnapshotError::Init(error)
-}
-
 /// Why INIT (or capturing it) failed: the guest's fault when it trapped or ran out of
 /// memory, else a construct Wizer cannot capture.
 fn classify(e: &wasmtime::Error, logs: &Capture, memory_mb: u32, denied: bool) -> SnapshotError {
     let text = format!("{e:#}");
     if text.contains("initialization function trapped") || denied {
         let failure = crate::failure::classify(e, denied, &logs.peek_text());
-        return init_failed(failure.to_error("snapshot", memory_mb));
+        return SnapshotError::Init(failure.to_error("snapshot", memory_mb));
     }
     SnapshotError::Unsupported(format!("this guest cannot be snapshotted: {text}"))
 }

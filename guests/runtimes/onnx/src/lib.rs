@@ -231,7 +231,54 @@ impl Runtime {
         })
     }
 
+    /// The usual request, `{"input": [...]}` with one row or a batch of rows of numbers
+    /// for a model whose only input is `f32` of shape `[N, features]`, read straight into
+    /// the tensor's values. Anything else (or anything wrong) takes the general path,
+    /// which also words the errors.
+    fn rows_tensor(&self, event: &[u8]) -> Option<Tensor> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct OneRow {
+            input: Vec<f32>,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Rows {
+            input: Vec<Vec<f32>>,
+        }
+        let [spec] = self.model.info.inputs.as_slice() else {
+            return None;
+        };
+        let (ElementType::F32, [None, Some(features)]) = (spec.element_type, spec.shape.as_slice())
+        else {
+            return None;
+        };
+        let features = *features as usize;
+        let (values, rows) = match serde_json::from_slice::<OneRow>(event) {
+            Ok(one) => (one.input, 1),
+            Err(_) => {
+                let batch = serde_json::from_slice::<Rows>(event).ok()?;
+                if batch.input.is_empty() || batch.input.iter().any(|r| r.len() != features) {
+                    return None;
+                }
+                let n = batch.input.len();
+                (batch.input.concat(), n)
+            }
+        };
+        if values.len() != rows * features || values.iter().any(|v| !v.is_finite()) {
+            return None;
+        }
+        Some(Tensor::f32(
+            &[u32::try_from(rows).ok()?, features as u32],
+            &values,
+        ))
+    }
+
     fn handle(&self, event: &[u8]) -> Result<Vec<u8>, Error> {
+        if let Some(tensor) = self.rows_tensor(event) {
+            let name = self.model.info.inputs[0].name.clone();
+            return self.answer(vec![(name, tensor)]);
+        }
         let request: Value = json::from_event(event)?;
         let Value::Object(mut request) = request else {
             return Err(invalid(self.usage()));
@@ -289,6 +336,11 @@ impl Runtime {
             }
             tensors.push((spec.name.clone(), tensor));
         }
+        self.answer(tensors)
+    }
+
+    /// Runs the model and shapes its outputs as scikit-learn's `predict` would.
+    fn answer(&self, tensors: Vec<(String, Tensor)>) -> Result<Vec<u8>, Error> {
         let outputs = self.model.run(tensors)?;
         let response = match &self.kind {
             Kind::Regressor { output } => {
