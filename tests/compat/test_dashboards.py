@@ -198,6 +198,9 @@ class Load:
         )
         self.faults = create(c, "faults")
         self.sleep = create(c, "sleep", Timeout=1)
+        # Version 1 of a SnapStart function: its new environments are restores.
+        self.snap = create(c, "sleep", Timeout=5, SnapStart={"ApplyOn": "PublishedVersions"})
+        c.publish_version(FunctionName=self.snap)
         self.throttled = create(c, "echo")
         c.put_function_concurrency(FunctionName=self.throttled, ReservedConcurrentExecutions=0)
         # Failing async events: one retry 0.5 s later, then the dead-letter target for
@@ -231,6 +234,12 @@ class Load:
         with concurrent.futures.ThreadPoolExecutor(2 + 2 * n) as pool:
             for r in pool.map(lambda _: self.invoke(self.sleep, {"ms": 300}), range(2 + 2 * n)):
                 assert "FunctionError" not in r
+        with concurrent.futures.ThreadPoolExecutor(2 + 2 * n) as pool:
+            restores = pool.map(
+                lambda _: self.invoke(self.snap, {"ms": 300}, Qualifier="1"), range(2 + 2 * n)
+            )
+            for r in restores:
+                assert "FunctionError" not in r
         with pytest.raises(ClientError) as e:
             self.invoke(self.throttled, {})
         assert e.value.response["Error"]["Code"] == "TooManyRequestsException"
@@ -246,7 +255,8 @@ class Load:
 
     def names(self):
         return [self.sink, self.echo, self.faults, self.sleep, self.throttled,
-                self.async_dlq, self.async_destination, self.classifier, self.regressor]
+                self.async_dlq, self.async_destination, self.classifier, self.regressor,
+                self.snap]
 
 
 def models(client):

@@ -65,6 +65,7 @@ LAMINA_METRICS = {
 HISTOGRAMS = {
     "lamina_invocation_duration_seconds",
     "lamina_init_duration_seconds",
+    "lamina_restore_duration_seconds",
     "lamina_platform_overhead_seconds",
     "lamina_async_queue_wait_seconds",
     "lamina_http_request_duration_seconds",
@@ -459,6 +460,9 @@ def test_the_usage_dashboard_covers_the_issue(dashboards):
         "histogram_quantile(0.99,",
         "lamina_cold_starts_total",
         "lamina_init_duration_seconds_bucket",
+        "lamina_restore_duration_seconds_bucket",
+        "lamina_model_quality",
+        "lamina_model_feedback_samples",
         "lamina_concurrent_executions",
         "lamina_account_concurrency_limit",
         "lamina_reserved_concurrency",
