@@ -121,10 +121,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Some(models) = state.scheduler.backend().model_cache() {
         telemetry.observe_models(&models);
     }
-    let since = SystemTime::now()
-        .checked_sub(state.config.quality_window)
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_micros() as i64);
+    let since = crate::api::quality::window_start_us(state.config.quality_window);
     match store::quality::scores(&state.db, None, since).await {
         Ok(scores) => telemetry.observe_quality(
             scores

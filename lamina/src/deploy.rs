@@ -291,23 +291,15 @@ fn example_curl(url: &str, package: &Package, auth: &str, region: &str) -> Strin
 mod tests {
     use super::*;
 
-    fn temp_file(name: &str, bytes: &[u8]) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("lamina-deploy-{}", uuid_like()));
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-        let path = dir.join(name);
+    /// `bytes` as `name` in `dir`.
+    fn temp_file(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let path = dir.path().join(name);
         std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{e}"));
         path
     }
 
-    fn uuid_like() -> String {
-        format!(
-            "{}-{:?}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos()
-        )
+    fn temp_dir() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn entries(zip: &[u8]) -> Vec<String> {
@@ -323,14 +315,16 @@ mod tests {
 
     #[test]
     fn wasm_files_become_function_wasm() {
-        let p = package(&temp_file("app.wasm", b"\0asm")).unwrap_or_else(|e| panic!("{e}"));
+        let dir = temp_dir();
+        let p = package(&temp_file(&dir, "app.wasm", b"\0asm")).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((p.runtime, p.handler.as_str()), ("wasm", "function.wasm"));
         assert_eq!(entries(&p.zip), vec!["function.wasm"]);
     }
 
     #[test]
     fn models_keep_their_name_and_bring_their_config() {
-        let path = temp_file("iris.onnx", b"not really onnx");
+        let dir = temp_dir();
+        let path = temp_file(&dir, "iris.onnx", b"not really onnx");
         std::fs::write(path.with_file_name(MODEL_CONFIG), b"{}").unwrap_or_else(|e| panic!("{e}"));
         let p = package(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((p.runtime, p.handler.as_str()), ("onnx", "iris.onnx"));
@@ -344,11 +338,12 @@ mod tests {
     fn zips_are_read_for_their_runtime() {
         let zip = zip_files(&[("model.onnx".into(), vec![1]), ("x.wasm".into(), vec![2])])
             .unwrap_or_else(|e| panic!("{e}"));
-        let p = package(&temp_file("pkg.zip", &zip)).unwrap_or_else(|e| panic!("{e}"));
+        let dir = temp_dir();
+        let p = package(&temp_file(&dir, "pkg.zip", &zip)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((p.runtime, p.handler.as_str()), ("onnx", "model.onnx"));
         let empty = zip_files(&[("README".into(), vec![])]).unwrap_or_else(|e| panic!("{e}"));
-        assert!(package(&temp_file("empty.zip", &empty)).is_err());
-        assert!(package(&temp_file("notes.txt", b"")).is_err());
+        assert!(package(&temp_file(&dir, "empty.zip", &empty)).is_err());
+        assert!(package(&temp_file(&dir, "notes.txt", b"")).is_err());
     }
 
     #[test]

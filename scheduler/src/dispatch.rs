@@ -288,6 +288,7 @@ impl Dispatcher {
                 + Duration::from_millis(event.received_at_ms.max(0) as u64),
             request_bytes: event.payload.len() as u64,
             attempt: event.attempts + 1,
+            keeps_prediction: spec.code.runtime == protocol::Runtime::Onnx,
         };
         let waited = Duration::from_millis((now_ms() - event.received_at_ms).max(0) as u64);
         self.inner

@@ -177,16 +177,12 @@ impl Scheduler {
             protocol::InvocationType::Event => SystemTime::now(),
             _ => meta.received_at,
         };
-        // Model responses are kept, to be joined with ground truth sent later.
-        let keep_prediction = self
-            .spec_of(pool)
-            .is_some_and(|(spec, _)| spec.code.runtime == protocol::Runtime::Onnx);
         tokio::spawn(async move {
             let result = this.run(pool, input).await?;
             let record = this
                 .inner
                 .recorder
-                .record(&meta, &result, keep_prediction)
+                .record(&meta, &result)
                 .map_err(|e| InvokeError::Platform(format!("recording the invocation: {e}")))?;
             let guest = result.duration + result.init_duration.unwrap_or_default();
             let overhead = since.elapsed().unwrap_or_default().saturating_sub(guest);

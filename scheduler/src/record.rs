@@ -34,6 +34,9 @@ pub struct InvocationMeta {
     pub request_bytes: u64,
     /// 1 for a first attempt; async retries count up with the same request id.
     pub attempt: u32,
+    /// Whether the response is a model's prediction (Runtime onnx), kept with the log to
+    /// be joined with ground truth later.
+    pub keeps_prediction: bool,
 }
 
 pub fn micros(t: SystemTime) -> i64 {
@@ -94,13 +97,12 @@ impl Recorder {
         }
     }
 
-    /// Spools the invocation's ledger row and log (with the response of a model function
-    /// when `keep_prediction`); when this returns, both survive a crash of the process.
+    /// Spools the invocation's ledger row and log (with the response of a model
+    /// function); when this returns, both survive a crash of the process.
     pub fn record(
         &self,
         meta: &InvocationMeta,
         result: &InvocationResult,
-        keep_prediction: bool,
     ) -> std::io::Result<LedgerRecord> {
         let ledger = self.ledger_record(meta, result);
         let log = LogRecord {
@@ -111,7 +113,7 @@ impl Recorder {
             version: result.version.clone(),
             logged_at_us: micros(result.ended_at),
             log_text: result.log.clone(),
-            prediction: keep_prediction.then(|| prediction(result)).flatten(),
+            prediction: meta.keeps_prediction.then(|| prediction(result)).flatten(),
         };
         self.spool
             .append(&[SpoolEntry::Invocation(ledger.clone()), SpoolEntry::Log(log)])?;

@@ -65,36 +65,31 @@ pub async fn record_feedback(db: &Db, f: &Feedback<'_>) -> Result<(), StoreError
         .execute(&mut *tx)
         .await?;
     for (row, pair) in f.pairs.iter().enumerate() {
-        // One statement per task, so that every parameter is always bound with the same
-        // type: PostgreSQL fixes a prepared statement's parameter types on first use, and
-        // a NULL bound where a number was before fails there.
+        // Only the pair's own columns are named, so every parameter is always bound with
+        // the same type: PostgreSQL fixes a prepared statement's parameter types on first
+        // use, and a NULL bound where a number was before fails there.
+        let columns = match pair {
+            Pair::Regression { .. } => "predicted_value, actual_value",
+            Pair::Classification { .. } => "predicted_label, actual_label",
+        };
+        let sql = format!(
+            "INSERT INTO model_feedback (account_id, request_id, row_index, function_name, \
+             version, task, {columns}, received_at_us) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        );
+        // Built from constants only; values are bound.
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(f.account_id)
+            .bind(f.request_id)
+            .bind(row as i64)
+            .bind(f.function_name)
+            .bind(f.version)
+            .bind(f.task.as_str());
         let q = match pair {
-            Pair::Regression { predicted, actual } => sqlx::query(
-                "INSERT INTO model_feedback (account_id, request_id, row_index, function_name, \
-                 version, task, predicted_value, actual_value, received_at_us) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(f.account_id)
-            .bind(f.request_id)
-            .bind(row as i64)
-            .bind(f.function_name)
-            .bind(f.version)
-            .bind(f.task.as_str())
-            .bind(*predicted)
-            .bind(*actual),
-            Pair::Classification { predicted, actual } => sqlx::query(
-                "INSERT INTO model_feedback (account_id, request_id, row_index, function_name, \
-                 version, task, predicted_label, actual_label, received_at_us) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(f.account_id)
-            .bind(f.request_id)
-            .bind(row as i64)
-            .bind(f.function_name)
-            .bind(f.version)
-            .bind(f.task.as_str())
-            .bind(predicted.as_str())
-            .bind(actual.as_str()),
+            Pair::Regression { predicted, actual } => q.bind(*predicted).bind(*actual),
+            Pair::Classification { predicted, actual } => {
+                q.bind(predicted.as_str()).bind(actual.as_str())
+            }
         };
         q.bind(f.received_at_us).execute(&mut *tx).await?;
     }

@@ -117,6 +117,21 @@ def signed(method, url, data=b"", headers=None, key_id=ROOT_KEY_ID, secret=ROOT_
     )
 
 
+def lamina_cli(lamina, *args, timeout=300):
+    """Runs a `lamina` subcommand against a node as a user would: the node from
+    LAMINA_ENDPOINT, the key from the AWS variables, no machine profile."""
+    env = dict(
+        os.environ,
+        LAMINA_ENDPOINT=lamina.endpoint,
+        AWS_ACCESS_KEY_ID=ROOT_KEY_ID,
+        AWS_SECRET_ACCESS_KEY=ROOT_SECRET,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+    )
+    return subprocess.run(
+        [LAMINA_BIN, *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
 def send_feedback(endpoint, function, request_id, truth, timeout=15):
     """POSTs ground truth for a prediction, waiting out the second or so before the
     ledger has written the prediction (404 until then)."""

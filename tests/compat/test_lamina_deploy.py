@@ -1,9 +1,7 @@
 """`lamina deploy`: from a model file to a working URL in one command, against a running
 node with the usual AWS credential variables."""
 
-import os
 import re
-import subprocess
 
 import numpy as np
 import requests
@@ -11,20 +9,11 @@ from skl2onnx import to_onnx
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import LinearRegression, Ridge
 
-from conftest import FIXTURES, LAMINA_BIN, signed, unique
+from conftest import FIXTURES, lamina_cli, signed, unique
 
 
 def deploy(lamina, *args):
-    env = dict(
-        os.environ,
-        LAMINA_ENDPOINT=lamina.endpoint,
-        AWS_ACCESS_KEY_ID="test",
-        AWS_SECRET_ACCESS_KEY="test",
-        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-    )
-    return subprocess.run(
-        [LAMINA_BIN, "deploy", *args], capture_output=True, text=True, env=env, timeout=300
-    )
+    return lamina_cli(lamina, "deploy", *args)
 
 
 def write_model(path, model, X):

@@ -5,9 +5,7 @@ the retrain-and-canary loop."""
 
 import json
 import math
-import os
 import re
-import subprocess
 
 import numpy as np
 import pytest
@@ -25,7 +23,8 @@ from sklearn.metrics import (
 )
 from sklearn.tree import DecisionTreeClassifier
 
-from conftest import LAMINA_BIN, ROLE, send_feedback, signed, zip_of
+from conftest import ROLE, send_feedback, signed, zip_of
+from conftest import lamina_cli as cli
 
 
 def model_package(model, X):
@@ -65,17 +64,6 @@ def metric_values(lamina, name):
             metric = labels.get("metric", "samples")
             values[(labels["version"], metric)] = float(m.group(3))
     return values
-
-
-def cli(lamina, *args):
-    env = dict(
-        os.environ,
-        LAMINA_ENDPOINT=lamina.endpoint,
-        AWS_ACCESS_KEY_ID="test",
-        AWS_SECRET_ACCESS_KEY="test",
-        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-    )
-    return subprocess.run([LAMINA_BIN, *args], capture_output=True, text=True, env=env, timeout=60)
 
 
 def test_classifier_scores_are_scikit_learns(lamina, client, make_function):

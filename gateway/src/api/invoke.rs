@@ -232,6 +232,7 @@ pub async fn run_sync(
         received_at,
         request_bytes,
         attempt: 1,
+        keeps_prediction: spec.code.runtime == protocol::Runtime::Onnx,
     };
     let result = state
         .scheduler

@@ -11,12 +11,13 @@
 //! Both only ever see the caller's account. The same scores, for every function, are the
 //! `lamina_model_quality` metric.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use bytes::Bytes;
 use protocol::quality::Scores;
+use scheduler::record::micros;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -31,10 +32,9 @@ struct FeedbackRequest {
     ground_truth: Option<Value>,
 }
 
-fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
+/// Microseconds since the epoch at which a quality window of `window` starts now.
+pub(crate) fn window_start_us(window: Duration) -> i64 {
+    micros(SystemTime::now()).saturating_sub(window.as_micros() as i64)
 }
 
 pub async fn feedback(
@@ -81,7 +81,7 @@ pub async fn feedback(
             version: &prediction.version,
             task,
             pairs: &pairs,
-            received_at_us: now_us(),
+            received_at_us: micros(SystemTime::now()),
         },
     )
     .await
@@ -144,7 +144,7 @@ pub async fn quality(
         }
     };
     let r = state.resolve(&caller.account_id, &name, None)?;
-    let since = now_us().saturating_sub(window.as_micros() as i64);
+    let since = window_start_us(window);
     let scores =
         store::quality::scores(&state.db, Some((&r.entry.account_id, &r.entry.name)), since)
             .await
