@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use protocol::Price;
 use protocol::names::{ArnBuilder, FunctionRef, LATEST};
-use scheduler::Scheduler;
+use scheduler::{Invoker, Scheduler};
 use store::{Catalog, Db, FunctionEntry, Queue, Spool, VersionRecord};
 
 use crate::error::{ApiError, function_not_found};
@@ -30,6 +30,8 @@ pub struct Inner {
     pub db: Db,
     pub catalog: Arc<Catalog>,
     pub scheduler: Scheduler,
+    /// The one way to start an invocation of a catalog version.
+    pub invoker: Invoker,
     pub queue: Queue,
     pub spool: Spool,
     /// Wakes the async dispatcher when an Event invocation is queued.
@@ -76,6 +78,7 @@ impl AppState {
             arns: ArnBuilder::new(config.region.clone()),
             http_metrics: crate::observe::HttpMetrics::new(scheduler.telemetry().registry()),
             keys: crate::auth::KeyRing::new(accounts),
+            invoker: Invoker::new(scheduler.clone(), catalog.clone()),
             config,
             db,
             catalog,

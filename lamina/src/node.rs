@@ -261,14 +261,10 @@ async fn restore(
         }
         for record in entry.provisioned.values() {
             if let Some(version) = entry.version_for_read(&record.qualifier) {
-                let spec = catalog.spec(&entry, version);
-                let pool_key = scheduler::pool_key(
-                    &entry.account_id,
-                    &entry.name,
-                    &version.version,
-                    &version.revision_id,
+                let pool = scheduler.pool_for(
+                    &scheduler::PoolKey::of(&entry, version),
+                    &catalog.spec(&entry, version),
                 );
-                let pool = scheduler.pool_for(&pool_key, &key, &spec);
                 scheduler.set_provisioned(pool, record.requested);
             }
         }

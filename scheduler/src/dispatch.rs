@@ -15,14 +15,13 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use protocol::names::{FunctionRef, LATEST};
-use protocol::{InvocationInput, InvocationResult, InvocationType, Outcome, Payload};
+use protocol::{InvocationResult, InvocationType, Outcome, Payload};
 use serde_json::{Value, json};
 use store::{AsyncEvent, Catalog, EventInvokeConfig, FunctionEntry, Queue, Settlement};
 use tokio::sync::{Notify, Semaphore};
 
-use crate::core::FunctionKey;
-use crate::pools::{InvokeError, Scheduler};
-use crate::record::InvocationMeta;
+use crate::invocation::{InvocationRequest, Invoker, Target};
+use crate::scheduler::{InvokeError, Scheduler};
 use crate::telemetry::DeliveryTarget;
 
 #[derive(Debug, Clone)]
@@ -76,7 +75,7 @@ pub struct Dispatcher {
 }
 
 struct Inner {
-    scheduler: Scheduler,
+    invoker: Invoker,
     catalog: Arc<Catalog>,
     queue: Queue,
     notify: Arc<Notify>,
@@ -115,7 +114,7 @@ impl Dispatcher {
     ) -> Self {
         Dispatcher {
             inner: Arc::new(Inner {
-                scheduler,
+                invoker: Invoker::new(scheduler, catalog.clone()),
                 catalog,
                 queue,
                 notify,
@@ -258,44 +257,30 @@ impl Dispatcher {
         else {
             return Settlement::Done { follow_up: None };
         };
-        let spec = self.inner.catalog.spec(&entry, &version);
-        let function = FunctionKey::new(&entry.account_id, &entry.name);
-        let key = crate::pools::pool_key(
-            &entry.account_id,
-            &entry.name,
-            &version.version,
-            &version.revision_id,
-        );
-        let pool = self.inner.scheduler.pool_for(&key, &function, &spec);
-        let arns = protocol::names::ArnBuilder::new(self.inner.catalog.region());
-        let invoked_arn = if event.qualifier == LATEST {
-            arns.function(&entry.account_id, &entry.name)
-        } else {
-            arns.qualified(&entry.account_id, &entry.name, &event.qualifier)
+        let target = Target {
+            entry: &entry,
+            version: &version,
+            // Events keep `$LATEST` for an unqualified reference; the ARN stays unqualified.
+            qualifier: (event.qualifier != LATEST).then_some(event.qualifier.as_str()),
         };
-        let input = InvocationInput {
+        let request = InvocationRequest {
             request_id: event.request_id.clone(),
             payload: Payload::Event(Bytes::from(event.payload.clone())),
-            invoked_arn,
             client_context: None,
-        };
-        let meta = InvocationMeta {
-            account_id: entry.account_id.clone(),
-            caller_account_id: event.caller_account_id.clone(),
-            function_name: entry.name.clone(),
             invocation_type: InvocationType::Event,
+            caller_account_id: event.caller_account_id.clone(),
             received_at: SystemTime::UNIX_EPOCH
                 + Duration::from_millis(event.received_at_ms.max(0) as u64),
             request_bytes: event.payload.len() as u64,
             attempt: event.attempts + 1,
-            keeps_prediction: spec.code.runtime == protocol::Runtime::Onnx,
         };
         let waited = Duration::from_millis((now_ms() - event.received_at_ms).max(0) as u64);
         self.inner
-            .scheduler
+            .invoker
+            .scheduler()
             .telemetry()
             .queue_wait(&entry.account_id, &entry.name, waited);
-        match self.inner.scheduler.invoke(pool, input, meta).await {
+        match self.inner.invoker.invoke(target, request).await {
             Ok(result) if result.outcome == Outcome::PlatformError => self.back_off(event),
             Ok(result) => {
                 let error_type = result.error.as_ref().map(|e| e.error_type.clone());
@@ -361,7 +346,7 @@ impl Dispatcher {
             let follow_up = config.on_success.as_deref().and_then(|dest| {
                 let record = self.record(&entry, event, Condition::Success, attempts, result);
                 let follow_up = self.destination_event(&entry, dest, record);
-                self.inner.scheduler.telemetry().delivery(
+                self.inner.invoker.scheduler().telemetry().delivery(
                     &entry.account_id,
                     &entry.name,
                     DeliveryTarget::OnSuccess,
@@ -374,7 +359,8 @@ impl Dispatcher {
         let config = self.event_config(&entry, &event.qualifier);
         if attempts <= self.max_retries(&config) {
             self.inner
-                .scheduler
+                .invoker
+                .scheduler()
                 .telemetry()
                 .retry(&entry.account_id, &entry.name);
             let delay = self.inner.config.retry_base * attempts;
@@ -404,7 +390,7 @@ impl Dispatcher {
         result: Option<&InvocationResult>,
         error_type: Option<&str>,
     ) -> Settlement {
-        let telemetry = self.inner.scheduler.telemetry();
+        let telemetry = self.inner.invoker.scheduler().telemetry();
         telemetry.dropped(&entry.account_id, &entry.name, condition.as_str());
         let config = self.event_config(entry, &event.qualifier);
         if let Some(dest) = config.on_failure.as_deref() {

@@ -2,13 +2,15 @@
 //! environments are created and destroyed, concurrency limits, and async invocations.
 //!
 //! [`core`] holds the decisions as pure code (events in, actions out, no IO, no clock);
-//! [`pools::Scheduler`] is the thin adapter that owns live environments and talks to the
-//! execution backend and the timers.
+//! [`scheduler::Scheduler`] is the thin adapter that owns live environments and talks to
+//! the execution backend and the timers; [`invocation::Invoker`] is the one entry point
+//! that turns a chosen function version into an invocation.
 
 pub mod core;
 pub mod dispatch;
-pub mod pools;
+pub mod invocation;
 pub mod record;
+pub mod scheduler;
 pub mod telemetry;
 
 #[cfg(test)]
@@ -16,6 +18,7 @@ mod core_tests;
 
 pub use crate::core::{FunctionKey, Limits, PoolId, ReserveError, ThrottleReason};
 pub use dispatch::{DispatchConfig, Dispatcher};
-pub use pools::{InvokeError, PoolSnapshot, Scheduler, SchedulerStats, pool_key};
+pub use invocation::{InvocationRequest, Invoker, PoolKey, Target};
+pub use scheduler::{InvokeError, PoolSnapshot, Scheduler, SchedulerStats};
 pub use record::{InvocationMeta, Recorder};
 pub use telemetry::{DeliveryTarget, Telemetry};

@@ -13,7 +13,7 @@ use protocol::quality::Scores;
 use protocol::{InvocationResult, LedgerRecord, StartKind};
 
 use crate::core::{FunctionKey, ThrottleReason};
-use crate::pools::PoolSnapshot;
+use crate::scheduler::PoolSnapshot;
 
 /// Buckets for durations, from 100 µs to Lambda's 900 s maximum timeout.
 pub const DURATION_BUCKETS: &[f64] = &[

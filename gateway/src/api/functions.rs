@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use store::{CatalogError, VersionConfig};
 
-use super::{Caller, QualifierQuery, parse_body, scheduler_key};
+use super::{Caller, QualifierQuery, parse_body};
 use crate::error::{ApiError, function_not_found};
 use crate::intake;
 use crate::state::{AppState, MissingFunction, Resolved};
@@ -486,7 +486,7 @@ pub async fn delete(
                     other => ApiError::service(other),
                 })?;
             if let Some(v) = version {
-                state.scheduler.retire(&scheduler_key(&r.entry, &v));
+                state.scheduler.retire(&scheduler::PoolKey::of(&r.entry, &v));
             }
         }
     }
@@ -685,7 +685,7 @@ impl AppState {
         config: VersionConfig,
         publish: bool,
     ) -> Result<Json<Value>, ApiError> {
-        let old_key = scheduler_key(entry, &entry.latest);
+        let old_key = scheduler::PoolKey::of(entry, &entry.latest);
         let updated = self
             .catalog
             .update_latest(&entry.account_id, &entry.name, revision, config)
@@ -723,9 +723,9 @@ impl AppState {
     }
 
     pub(crate) fn retire_function(&self, entry: &store::FunctionEntry) {
-        self.scheduler.retire(&scheduler_key(entry, &entry.latest));
+        self.scheduler.retire(&scheduler::PoolKey::of(entry, &entry.latest));
         for v in entry.versions.values() {
-            self.scheduler.retire(&scheduler_key(entry, v));
+            self.scheduler.retire(&scheduler::PoolKey::of(entry, v));
         }
         self.scheduler
             .forget_function(&scheduler::FunctionKey::new(&entry.account_id, &entry.name));

@@ -11,9 +11,10 @@ use protocol::{
     InvocationInput, InvocationResult, InvocationType, MAX_ASYNC_PAYLOAD, MAX_SYNC_PAYLOAD,
     Outcome, Payload,
 };
-use scheduler::{InvocationMeta, InvokeError};
+use scheduler::{InvocationRequest, InvokeError, Target};
+use store::VersionRecord;
 
-use super::{Caller, QualifierQuery, scheduler_key};
+use super::{Caller, QualifierQuery};
 use crate::error::ApiError;
 use crate::state::{AppState, Resolved};
 
@@ -122,18 +123,18 @@ pub async fn invoke(
             let request_bytes = body.len() as u64;
             let payload = event_payload(body)?;
             let client_context = client_context(&headers)?;
-            let result = run_sync(
-                &state,
-                &caller,
-                &r,
-                uuid::Uuid::new_v4().to_string(),
-                Payload::Event(payload),
+            let version = state.version_for_invoke(&r)?;
+            let request = InvocationRequest {
+                request_id: uuid::Uuid::new_v4().to_string(),
+                payload: Payload::Event(payload),
                 client_context,
-                InvocationType::RequestResponse,
+                invocation_type: InvocationType::RequestResponse,
+                caller_account_id: caller.account_id,
                 received_at,
                 request_bytes,
-            )
-            .await?;
+                attempt: 1,
+            };
+            let result = run_sync(&state, &r, &version, request).await?;
             Ok(sync_response(result, tail))
         }
         "Event" => {
@@ -194,49 +195,22 @@ pub async fn enqueue(
     Ok(request_id)
 }
 
-/// Runs a synchronous invocation of the resolved function as request `request_id` (the
-/// id the caller gets back in `x-amzn-RequestId`).
-#[allow(clippy::too_many_arguments)]
+/// Runs a synchronous invocation of `version`, the one version chosen for this call
+/// (an alias's weighted draw happens once, before the payload is shaped for its guest).
 pub async fn run_sync(
     state: &AppState,
-    caller: &Caller,
     r: &Resolved,
-    request_id: String,
-    payload: Payload,
-    client_context: Option<String>,
-    invocation_type: InvocationType,
-    received_at: SystemTime,
-    request_bytes: u64,
+    version: &VersionRecord,
+    request: InvocationRequest,
 ) -> Result<InvocationResult, ApiError> {
-    let version = state.version_for_invoke(r)?;
-    let spec = state.catalog.spec(&r.entry, &version);
-    let function = scheduler::FunctionKey::new(&r.entry.account_id, &r.entry.name);
-    let pool = state
-        .scheduler
-        .pool_for(&scheduler_key(&r.entry, &version), &function, &spec);
-    let invoked_arn = match &r.qualifier {
-        Some(q) => state.arns.qualified(&r.entry.account_id, &r.entry.name, q),
-        None => state.arns.function(&r.entry.account_id, &r.entry.name),
-    };
-    let input = InvocationInput {
-        request_id,
-        payload,
-        invoked_arn,
-        client_context,
-    };
-    let meta = InvocationMeta {
-        account_id: r.entry.account_id.clone(),
-        caller_account_id: caller.account_id.clone(),
-        function_name: r.entry.name.clone(),
-        invocation_type,
-        received_at,
-        request_bytes,
-        attempt: 1,
-        keeps_prediction: spec.code.runtime == protocol::Runtime::Onnx,
+    let target = Target {
+        entry: &r.entry,
+        version,
+        qualifier: r.qualifier.as_deref(),
     };
     let result = state
-        .scheduler
-        .invoke(pool, input, meta)
+        .invoker
+        .invoke(target, request)
         .await
         .map_err(|e| throttled(&e))?;
     if result.outcome == Outcome::PlatformError {

@@ -56,16 +56,6 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     })
 }
 
-/// Identifies one immutable function version for the scheduler's pools.
-pub fn scheduler_key(entry: &store::FunctionEntry, version: &store::VersionRecord) -> String {
-    scheduler::pool_key(
-        &entry.account_id,
-        &entry.name,
-        &version.version,
-        &version.revision_id,
-    )
-}
-
 /// Largest CreateFunction request Lambda accepts.
 pub const MAX_CREATE_REQUEST: usize = 70_167_211;
 /// Invoke bodies are read up to this, so an oversized payload gets Lambda's own 413.

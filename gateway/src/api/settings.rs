@@ -15,7 +15,7 @@ use store::{
 };
 
 use super::functions::page;
-use super::{Caller, QualifierQuery, parse_body, scheduler_key};
+use super::{Caller, QualifierQuery, parse_body};
 use crate::error::ApiError;
 use crate::state::{AppState, MissingFunction, Resolved};
 use crate::validate;
@@ -144,11 +144,7 @@ fn provisioned_pool(
     r: &Resolved,
     version: &store::VersionRecord,
 ) -> scheduler::PoolId {
-    let spec = state.catalog.spec(&r.entry, version);
-    let function = scheduler::FunctionKey::new(&r.entry.account_id, &r.entry.name);
-    state
-        .scheduler
-        .pool_for(&scheduler_key(&r.entry, version), &function, &spec)
+    state.invoker.pool(&r.entry, version)
 }
 
 pub fn provisioned_body(

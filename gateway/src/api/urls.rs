@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use protocol::http::{HttpRequest, HttpResponse, UrlRequestContext};
 use protocol::{GuestKind, InvocationType, MAX_SYNC_PAYLOAD, Outcome, Payload};
+use scheduler::InvocationRequest;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use store::{CatalogError, UrlConfigRecord};
@@ -438,7 +439,8 @@ pub async fn serve_url(
         entry,
         qualifier: (url.qualifier != protocol::names::LATEST).then(|| url.qualifier.clone()),
     };
-    let version = match state.version_for_read(&resolved) {
+    // The version is drawn once: the payload's shape depends on its guest kind.
+    let version = match state.version_for_invoke(&resolved) {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
@@ -460,21 +462,17 @@ pub async fn serve_url(
         Payload::Event(Bytes::from(event.to_string()))
     };
     // The signer pays nothing but is recorded; an anonymous call is the owner's own.
-    let caller = Caller {
-        account_id: iam_caller.map_or_else(|| url.account_id.clone(), |c| c.account_id),
-    };
-    let result = run_sync(
-        state,
-        &caller,
-        &resolved,
-        request_id.clone(),
+    let request = InvocationRequest {
+        request_id: request_id.clone(),
         payload,
-        None,
-        InvocationType::FunctionUrl,
+        client_context: None,
+        invocation_type: InvocationType::FunctionUrl,
+        caller_account_id: iam_caller.map_or_else(|| url.account_id.clone(), |c| c.account_id),
         received_at,
-        body.len() as u64,
-    )
-    .await;
+        request_bytes: body.len() as u64,
+        attempt: 1,
+    };
+    let result = run_sync(state, &resolved, &version, request).await;
     let mut resp = match result {
         Err(ApiError::TooManyRequests { .. }) => plain(
             StatusCode::TOO_MANY_REQUESTS,

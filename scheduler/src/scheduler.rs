@@ -14,6 +14,7 @@ use protocol::{
 use crate::core::{
     Action, Admission, Core, EnvId, FunctionKey, Limits, PoolCounts, PoolId, ThrottleReason,
 };
+use crate::invocation::PoolKey;
 use crate::record::{InvocationMeta, Recorder};
 use crate::telemetry::Telemetry;
 
@@ -45,13 +46,13 @@ pub struct SchedulerStats {
 
 #[derive(Default)]
 struct Registry {
-    by_key: HashMap<String, PoolId>,
+    by_key: HashMap<PoolKey, PoolId>,
     pools: HashMap<PoolId, PoolEntry>,
     next: u64,
 }
 
 struct PoolEntry {
-    key: String,
+    key: PoolKey,
     function: FunctionKey,
     spec: SharedSpec,
     init_type: InitializationType,
@@ -116,14 +117,15 @@ impl Scheduler {
 
     /// The pool serving `spec`, registered on first use. `key` identifies one immutable
     /// spec (function version and revision); a new revision gets a new pool.
-    pub fn pool_for(&self, key: &str, function: &FunctionKey, spec: &SharedSpec) -> PoolId {
+    pub fn pool_for(&self, key: &PoolKey, spec: &SharedSpec) -> PoolId {
         let mut reg = lock(&self.inner.registry);
         if let Some(id) = reg.by_key.get(key) {
             return *id;
         }
         reg.next += 1;
         let id = PoolId(reg.next);
-        reg.by_key.insert(key.to_owned(), id);
+        let function = key.function();
+        reg.by_key.insert(key.clone(), id);
         let init_type = if spec.snap_start && spec.version != protocol::names::LATEST {
             InitializationType::SnapStart
         } else {
@@ -132,14 +134,14 @@ impl Scheduler {
         reg.pools.insert(
             id,
             PoolEntry {
-                key: key.to_owned(),
+                key: key.clone(),
                 function: function.clone(),
                 spec: spec.clone(),
                 init_type,
             },
         );
         drop(reg);
-        lock(&self.inner.core).add_pool(id, function.clone());
+        lock(&self.inner.core).add_pool(id, function);
         id
     }
 
@@ -341,7 +343,7 @@ impl Scheduler {
     }
 
     /// The spec behind `key` changed or was deleted: its environments go away.
-    pub fn retire(&self, key: &str) {
+    pub fn retire(&self, key: &PoolKey) {
         let pool = {
             let mut reg = lock(&self.inner.registry);
             let Some(id) = reg.by_key.remove(key) else {
@@ -385,11 +387,7 @@ impl Scheduler {
         let reg = lock(&self.inner.registry);
         core.pools()
             .map(|(id, function)| PoolSnapshot {
-                key: reg
-                    .pools
-                    .get(&id)
-                    .map(|p| p.key.clone())
-                    .unwrap_or_default(),
+                key: reg.pools.get(&id).map(|p| p.key.clone()),
                 function: function.clone(),
                 counts: core.pool_counts(id),
                 in_flight_function: core.in_flight(function),
@@ -414,15 +412,11 @@ impl Scheduler {
     }
 }
 
-/// The key of the pool serving one immutable spec: a new revision gets a new pool.
-pub fn pool_key(account_id: &str, name: &str, version: &str, revision_id: &str) -> String {
-    format!("{account_id}/{name}/{version}/{revision_id}")
-}
-
 /// One pool as operators see it.
 #[derive(Debug, Clone)]
 pub struct PoolSnapshot {
-    pub key: String,
+    /// `None` for a pool retired while the snapshot was taken.
+    pub key: Option<PoolKey>,
     pub function: FunctionKey,
     pub counts: PoolCounts,
     pub in_flight_function: u32,
@@ -430,8 +424,8 @@ pub struct PoolSnapshot {
 }
 
 impl PoolSnapshot {
-    /// The function version this pool runs (see [`pool_key`]).
+    /// The function version this pool runs.
     pub fn version(&self) -> &str {
-        self.key.split('/').nth(2).unwrap_or_default()
+        self.key.as_ref().map_or("", |k| k.version.as_str())
     }
 }
