@@ -12,6 +12,7 @@ use aws_sigv4::sign::v4;
 use axum::http::request::Parts;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use sha2::{Digest, Sha256};
+use store::StoreError;
 use store::accounts::{Accounts, Credential};
 use subtle::ConstantTimeEq;
 
@@ -22,6 +23,12 @@ pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
 /// How long a looked-up key is trusted before the database is asked again, so a key
 /// revoked from another process stops working within this time.
 const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
+/// How long a request waits for the database to re-read a key the cache already holds
+/// before it is checked against the cached one. It bounds what an outage adds to one
+/// request per key per TTL; the pool's own timeout is several seconds.
+const OUTAGE_LOOKUP_BUDGET: Duration = Duration::from_secs(1);
+/// Beyond this many cached keys, unknown ones are purged (clients choose them freely).
+const MAX_CACHED_KEYS: usize = 10_000;
 const SERVICE: &str = "lambda";
 const AMZ_DATE: &str = "%Y%m%dT%H%M%SZ";
 
@@ -64,11 +71,121 @@ pub fn parse_authorization(header: &str) -> Option<Authorization<'_>> {
 }
 
 /// Remembers credentials looked up in the database for a few seconds, so the invoke path
-/// does not query the database on every request.
+/// does not query the database on every request, and keeps the last answer for each key
+/// so that a database outage does not lock every caller out.
 #[derive(Debug)]
 pub struct KeyRing {
     accounts: Accounts,
-    cache: Mutex<HashMap<String, (Instant, Option<Credential>)>>,
+    cache: Mutex<HashMap<String, Entry>>,
+}
+
+/// What the database last said about one access key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    /// When the database last answered for this key, or was last tried and failed; a
+    /// failed try counts so that an outage costs one slow lookup per key per TTL, not one
+    /// per request.
+    checked_at: Instant,
+    /// `None`: unknown or revoked.
+    credential: Option<Credential>,
+}
+
+/// What a lookup does before any IO, decided from the cache alone.
+#[derive(Debug, PartialEq, Eq)]
+enum Plan {
+    /// Recent enough to trust without asking the database.
+    Serve(Option<Credential>),
+    /// Ask the database, waiting at most `budget` (`None`: the pool's own timeout) before
+    /// falling back on what the cache knows.
+    Ask { budget: Option<Duration> },
+}
+
+/// How the database answered a lookup.
+#[derive(Debug)]
+enum Answer {
+    Found(Option<Credential>),
+    /// No connection, or no answer within the budget: the database is down for us.
+    Unreachable(String),
+    /// The database answered with an error, or what it holds cannot be read.
+    Failed(String),
+}
+
+/// What a lookup returns, and what the cache keeps for the next one.
+#[derive(Debug, PartialEq, Eq)]
+struct Settled {
+    keep: Option<Entry>,
+    outcome: Outcome,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// The database's fresh answer.
+    Current(Option<Credential>),
+    /// The last answer the database gave, served because it cannot answer now.
+    Stale(Option<Credential>),
+    /// A key the database has never answered for, while it cannot answer: refused as any
+    /// unknown key is, since it cannot be checked.
+    UnknownDuringOutage,
+    /// Neither an answer nor anything to fall back on.
+    Fault(String),
+}
+
+/// Whether the cached entry can be served as is. An expired entry that holds a
+/// credential is asked for within a short budget: the caller is waiting, and the entry is
+/// an answer to fall back on if the database does not reply in time.
+fn plan(entry: Option<&Entry>, now: Instant) -> Plan {
+    match entry {
+        Some(e) if now.saturating_duration_since(e.checked_at) < KEY_CACHE_TTL => {
+            Plan::Serve(e.credential.clone())
+        }
+        Some(_) => Plan::Ask {
+            budget: Some(OUTAGE_LOOKUP_BUDGET),
+        },
+        None => Plan::Ask { budget: None },
+    }
+}
+
+/// Folds the database's answer into the cache. A fresh answer always wins, so a revoked
+/// key stops working within the TTL while the database answers; without one, the last
+/// answer stands, whatever it was (a credential, or "unknown").
+fn settle(previous: Option<&Entry>, answer: Answer, now: Instant) -> Settled {
+    let (reason, transient) = match answer {
+        Answer::Found(credential) => {
+            return Settled {
+                keep: Some(Entry {
+                    checked_at: now,
+                    credential: credential.clone(),
+                }),
+                outcome: Outcome::Current(credential),
+            };
+        }
+        Answer::Unreachable(reason) => (reason, true),
+        Answer::Failed(reason) => (reason, false),
+    };
+    match previous {
+        Some(e) => Settled {
+            keep: Some(Entry {
+                checked_at: now,
+                credential: e.credential.clone(),
+            }),
+            outcome: Outcome::Stale(e.credential.clone()),
+        },
+        None if transient => Settled {
+            keep: None,
+            outcome: Outcome::UnknownDuringOutage,
+        },
+        None => Settled {
+            keep: None,
+            outcome: Outcome::Fault(reason),
+        },
+    }
+}
+
+/// Whether an entry survives a purge of the cache. Keys that exist are few and are what
+/// callers fall back on during an outage; unknown keys are whatever clients send, so only
+/// they (and entries the database will be asked about anyway) are dropped.
+fn worth_keeping(entry: &Entry, now: Instant) -> bool {
+    entry.credential.is_some() || now.saturating_duration_since(entry.checked_at) < KEY_CACHE_TTL
 }
 
 impl KeyRing {
@@ -79,27 +196,62 @@ impl KeyRing {
         }
     }
 
+    /// The credential of an access key: `None` when the key is unknown or revoked.
     pub async fn credential(&self, key_id: &str) -> Result<Option<Credential>, ApiError> {
-        if let Some((at, hit)) = self.lock().get(key_id)
-            && at.elapsed() < KEY_CACHE_TTL
-        {
-            return Ok(hit.clone());
+        let previous = self.lock().get(key_id).cloned();
+        let budget = match plan(previous.as_ref(), Instant::now()) {
+            Plan::Serve(credential) => return Ok(credential),
+            Plan::Ask { budget } => budget,
+        };
+        let answer = self.ask(key_id, budget).await;
+        let settled = settle(previous.as_ref(), answer, Instant::now());
+        if let Some(entry) = settled.keep {
+            let mut cache = self.lock();
+            if cache.len() > MAX_CACHED_KEYS {
+                let now = Instant::now();
+                cache.retain(|_, e| worth_keeping(e, now));
+            }
+            cache.insert(key_id.to_owned(), entry);
         }
-        let found = self
-            .accounts
-            .credential(key_id)
-            .await
-            .map_err(ApiError::service)?;
-        let mut cache = self.lock();
-        // Unknown keys are cached too, but the cache must not grow without bound.
-        if cache.len() > 10_000 {
-            cache.retain(|_, (at, _)| at.elapsed() < KEY_CACHE_TTL);
+        match settled.outcome {
+            Outcome::Current(credential) => Ok(credential),
+            Outcome::Stale(credential) => {
+                tracing::warn!(
+                    access_key_id = key_id,
+                    "the database cannot be reached; checking the signature against the key as last read"
+                );
+                Ok(credential)
+            }
+            Outcome::UnknownDuringOutage => {
+                tracing::warn!(
+                    access_key_id = key_id,
+                    "the database cannot be reached and this key was never read; refusing it"
+                );
+                Ok(None)
+            }
+            Outcome::Fault(reason) => Err(ApiError::service(reason)),
         }
-        cache.insert(key_id.to_owned(), (Instant::now(), found.clone()));
-        Ok(found)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Option<Credential>)>> {
+    async fn ask(&self, key_id: &str, budget: Option<Duration>) -> Answer {
+        let lookup = self.accounts.credential(key_id);
+        let result = match budget {
+            Some(budget) => match tokio::time::timeout(budget, lookup).await {
+                Ok(result) => result,
+                Err(_) => {
+                    return Answer::Unreachable(format!("no answer within {budget:?}"));
+                }
+            },
+            None => lookup.await,
+        };
+        match result {
+            Ok(found) => Answer::Found(found),
+            Err(e @ StoreError::Unavailable(_)) => Answer::Unreachable(e.to_string()),
+            Err(e) => Answer::Failed(e.to_string()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -423,5 +575,131 @@ mod tests {
         );
         assert!(check_skew(now - chrono::Duration::minutes(14), now).is_ok());
         assert!(check_skew(now + chrono::Duration::minutes(16), now).is_err());
+    }
+
+    fn key(secret: &str) -> Option<Credential> {
+        Some(Credential {
+            access_key_id: "AKIDEXAMPLE".into(),
+            account_id: "000000000000".into(),
+            secret: secret.into(),
+        })
+    }
+
+    fn entry(checked_at: Instant, credential: Option<Credential>) -> Entry {
+        Entry {
+            checked_at,
+            credential,
+        }
+    }
+
+    #[test]
+    fn a_recent_answer_is_served_without_asking_the_database() {
+        let t0 = Instant::now();
+        let cached = entry(t0, key("s"));
+        let just_before = t0 + KEY_CACHE_TTL - Duration::from_millis(1);
+        assert_eq!(plan(Some(&cached), just_before), Plan::Serve(key("s")));
+        // An unknown key is remembered as unknown just as long.
+        assert_eq!(plan(Some(&entry(t0, None)), just_before), Plan::Serve(None));
+    }
+
+    #[test]
+    fn an_old_answer_is_checked_within_a_budget_and_a_new_key_waits_for_the_database() {
+        let t0 = Instant::now();
+        let budgeted = Plan::Ask {
+            budget: Some(OUTAGE_LOOKUP_BUDGET),
+        };
+        assert_eq!(
+            plan(Some(&entry(t0, key("s"))), t0 + KEY_CACHE_TTL),
+            budgeted
+        );
+        assert_eq!(plan(Some(&entry(t0, None)), t0 + KEY_CACHE_TTL), budgeted);
+        assert_eq!(plan(None, t0), Plan::Ask { budget: None });
+    }
+
+    #[test]
+    fn the_databases_answer_wins_so_a_revoked_key_stops_within_the_ttl() {
+        let t0 = Instant::now();
+        let now = t0 + KEY_CACHE_TTL;
+        let known = entry(t0, key("s"));
+        // Revoked (or deleted) while the database answers: refused from now on.
+        assert_eq!(
+            settle(Some(&known), Answer::Found(None), now),
+            Settled {
+                keep: Some(entry(now, None)),
+                outcome: Outcome::Current(None),
+            }
+        );
+        // A rotated secret replaces the old one.
+        assert_eq!(
+            settle(Some(&known), Answer::Found(key("new")), now).outcome,
+            Outcome::Current(key("new"))
+        );
+        // A key created since it was last refused becomes usable.
+        assert_eq!(
+            settle(Some(&entry(t0, None)), Answer::Found(key("s")), now).outcome,
+            Outcome::Current(key("s"))
+        );
+    }
+
+    #[test]
+    fn an_unreachable_database_serves_the_last_answer_and_waits_a_ttl_before_asking_again() {
+        let t0 = Instant::now();
+        let now = t0 + Duration::from_secs(30);
+        for answer in [
+            Answer::Unreachable("connection refused".into()),
+            Answer::Failed("terminating connection due to administrator command".into()),
+        ] {
+            let settled = settle(Some(&entry(t0, key("s"))), answer, now);
+            assert_eq!(
+                settled,
+                Settled {
+                    keep: Some(entry(now, key("s"))),
+                    outcome: Outcome::Stale(key("s")),
+                }
+            );
+            let next = settled.keep.unwrap();
+            assert_eq!(
+                plan(Some(&next), now + Duration::from_secs(1)),
+                Plan::Serve(key("s"))
+            );
+        }
+        // A key known to be unknown or revoked stays refused.
+        assert_eq!(
+            settle(
+                Some(&entry(t0, None)),
+                Answer::Unreachable("timed out".into()),
+                now
+            )
+            .outcome,
+            Outcome::Stale(None)
+        );
+    }
+
+    #[test]
+    fn a_key_never_read_is_refused_during_an_outage_and_a_real_fault_is_the_platforms() {
+        let now = Instant::now();
+        assert_eq!(
+            settle(None, Answer::Unreachable("pool timed out".into()), now),
+            Settled {
+                keep: None,
+                outcome: Outcome::UnknownDuringOutage,
+            }
+        );
+        assert_eq!(
+            settle(None, Answer::Failed("corrupt".into()), now),
+            Settled {
+                keep: None,
+                outcome: Outcome::Fault("corrupt".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn a_purge_drops_only_stale_unknown_keys() {
+        let t0 = Instant::now();
+        let later = t0 + KEY_CACHE_TTL * 100;
+        assert!(worth_keeping(&entry(t0, key("s")), later));
+        assert!(!worth_keeping(&entry(t0, None), later));
+        assert!(worth_keeping(&entry(later, None), later));
     }
 }

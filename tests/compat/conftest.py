@@ -17,7 +17,9 @@ import os
 import pathlib
 import re
 import signal
+import socket
 import sqlite3
+import struct
 import subprocess
 import tempfile
 import threading
@@ -260,6 +262,106 @@ class Lamina:
                 return value
             time.sleep(0.1)
         raise AssertionError(f"timed out waiting for {what}")
+
+
+class TcpProxy:
+    """A TCP relay to `upstream` on a port of its own, which can be cut: `cut()` closes the
+    listener (new connections are refused) and resets every open connection, as a database
+    that went away would; `restore()` listens again on the same port."""
+
+    def __init__(self, upstream_host, upstream_port):
+        self.upstream = (upstream_host, upstream_port)
+        self.port = None
+        self._listener = None
+        self._accepting = None
+        self._thread = None
+        self._lock = threading.Lock()
+        self._open = set()
+        self.listen()
+
+    def listen(self):
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port or 0))
+        listener.listen(128)
+        # accept() wakes up now and then to notice cut(): closing a socket does not wake a
+        # thread blocked on it.
+        listener.settimeout(0.1)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        self._accepting = threading.Event()
+        self._accepting.set()
+        self._thread = threading.Thread(target=self._accept, args=(listener, self._accepting), daemon=True)
+        self._thread.start()
+        return self
+
+    restore = listen
+
+    def _accept(self, listener, accepting):
+        while accepting.is_set():
+            try:
+                downstream, _ = listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            downstream.settimeout(None)
+            try:
+                upstream = socket.create_connection(self.upstream, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                downstream.close()
+                continue
+            pair = (downstream, upstream)
+            with self._lock:
+                self._open.add(pair)
+            for src, dst in ((downstream, upstream), (upstream, downstream)):
+                threading.Thread(target=self._pump, args=(src, dst, pair), daemon=True).start()
+
+    def _pump(self, src, dst, pair):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        self._close(pair)
+
+    def _close(self, pair):
+        with self._lock:
+            self._open.discard(pair)
+        for s in pair:
+            try:
+                # A reset, not an orderly close: the peer sees the connection die.
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.close()
+            except OSError:
+                pass
+
+    def cut(self):
+        self._accepting.clear()
+        self._thread.join(timeout=5)
+        self._listener.close()
+        self._listener = None
+        with self._lock:
+            pairs = list(self._open)
+        for pair in pairs:
+            self._close(pair)
+
+    @property
+    def is_cut(self):
+        return self._listener is None
+
+    def refuses(self):
+        """Whether a connection to the proxy's port is refused right now."""
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+        except ConnectionRefusedError:
+            return True
+        return False
+
+    def url_for(self, database_url):
+        """`database_url` with its host and port replaced by the proxy's."""
+        return re.sub(r"@[^/@]+/", f"@127.0.0.1:{self.port}/", database_url, count=1)
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])

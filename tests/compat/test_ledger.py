@@ -9,7 +9,7 @@ import time
 
 import requests
 
-from conftest import ACCOUNT, ROLE, unique, wasm_zip
+from conftest import ACCOUNT, ROLE, signed, unique, wasm_zip
 
 COLUMNS = (
     "request_id, attempt, account_id, function_name, executed_version, invocation_type, "
@@ -35,6 +35,27 @@ def wait_rows(node, name, n, timeout=10):
     )
 
 
+def status(node):
+    r = signed("GET", f"{node.endpoint}/lamina/status")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def wait_written(node):
+    """Waits until the spool holds nothing the database lacks. A row is spooled before its
+    invocation answers, so every row of an answered invocation is then in the table, and
+    counting them cannot race the writer."""
+    node.wait_for(
+        lambda: status(node)["Ledger"]["BacklogRecords"] == 0,
+        timeout=30,
+        what="the ledger backlog to drain",
+    )
+
+
+def in_flight(node, name):
+    return sum(p["FunctionInFlight"] for p in status(node)["Pools"] if p["FunctionName"] == name)
+
+
 def check_billing(row):
     exact = row["init_ms"] + row["duration_ms"]
     assert row["billed_ms"] == math.ceil(exact - 1e-6), row
@@ -54,7 +75,7 @@ def test_one_row_per_invocation_with_lambdas_billing(lamina, client, make_functi
         sent[resp["ResponseMetadata"]["RequestId"]] = (len(payload), len(resp["Payload"].read()))
     rows = wait_rows(lamina, name, 6, timeout=5)
     assert time.time() - started < 8, "the batched writer is too slow"
-    time.sleep(0.3)
+    wait_written(lamina)
     rows = rows_for(lamina, name)
     assert len(rows) == 6, rows
     assert {r["request_id"] for r in rows} == set(sent)
@@ -119,7 +140,7 @@ def test_throttles_are_not_billed(lamina, client, make_function):
     client.delete_function_concurrency(FunctionName=name)
     client.invoke(FunctionName=name)
     wait_rows(lamina, name, 2)
-    time.sleep(0.5)
+    wait_written(lamina)
     assert len(rows_for(lamina, name)) == 2
 
 
@@ -203,7 +224,7 @@ def test_sigterm_lets_in_flight_invocations_finish(tmp_node):
 
     t = threading.Thread(target=slow)
     t.start()
-    time.sleep(0.8)
+    node.wait_for(lambda: in_flight(node, name) >= 1, what="the slow invocation in flight")
     started = time.time()
     assert node.stop(timeout=30) == 0
     t.join(timeout=30)

@@ -5,7 +5,7 @@ import json
 import os
 import shutil
 import subprocess
-import time
+import threading
 import urllib.request
 
 import pytest
@@ -200,15 +200,27 @@ def test_logs_follow_prints_new_invocations(lamina, client, make_function):
         text=True,
         env=CLI_ENV,
     )
+    printed = []
+
+    def read():
+        for line in follower.stdout:
+            printed.append(line)
+
+    threading.Thread(target=read, daemon=True).start()
+
+    def follower_prints(request_id):
+        return lamina.wait_for(
+            lambda: any(f"REPORT RequestId: {request_id}" in line for line in printed),
+            timeout=20,
+            what=f"`logs --follow` to print {request_id}; printed so far: {printed}",
+        )
+
     try:
-        time.sleep(1)
-        resp = client.invoke(FunctionName=name, Payload=b"{}")
-        request_id = resp["ResponseMetadata"]["RequestId"]
-        deadline = time.time() + 20
-        seen = ""
-        while time.time() < deadline and f"REPORT RequestId: {request_id}" not in seen:
-            seen += follower.stdout.readline()
-        assert f"REPORT RequestId: {request_id}" in seen, seen
+        # The first invocation's REPORT shows the follower is reading; the second is one
+        # that happened after it started, so only following can print it.
+        for _ in range(2):
+            resp = client.invoke(FunctionName=name, Payload=b"{}")
+            follower_prints(resp["ResponseMetadata"]["RequestId"])
     finally:
         follower.kill()
         follower.wait()

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from conftest import ROLE, unique, wasm_zip
+from conftest import ROLE, signed, unique, wasm_zip
 
 
 def create(client, fixture, name=None, **kwargs):
@@ -52,10 +52,25 @@ def test_idle_environments_scale_to_zero(tmp_node):
     first, _ = invoke_json(client, name, LogType="Tail")
     assert "Init Duration" in tail(first)
     assert invoke_json(client, name)[1]["count"] == 2
-    time.sleep(2.5)
+    node.wait_for(
+        lambda: environments_of(node, name) == 0,
+        timeout=30,
+        what="the idle environment to be reclaimed",
+    )
     r, body = invoke_json(client, name, LogType="Tail")
     assert body["count"] == 1, "a new environment after the idle timeout"
     assert "Init Duration" in tail(r)
+
+
+def environments_of(node, name):
+    """The function's environments in any state, as /lamina/status reports them."""
+    r = signed("GET", f"{node.endpoint}/lamina/status")
+    assert r.status_code == 200, r.text
+    return sum(
+        sum(p["Environments"][state] for state in ("Idle", "Busy", "Initializing"))
+        for p in r.json()["Pools"]
+        if p["FunctionName"] == name
+    )
 
 
 def parallel(fn, n):
@@ -317,7 +332,12 @@ def test_accepted_events_survive_kill_9_and_run_to_completion_once(tmp_node, tmp
         r = client.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"ms": 150}))
         assert r["StatusCode"] == 202
         request_ids.append(r["ResponseMetadata"]["RequestId"])
-    time.sleep(1.0)
+    # Killed once the queue is being worked, not before the first event has run.
+    node.wait_for(
+        lambda: node.query("SELECT COUNT(*) FROM async_events")[0][0] < len(request_ids),
+        timeout=30,
+        what="the first event to leave the queue",
+    )
     node.kill9()
     node = tmp_node(data_dir=data, extra=["--retry-base", "1"])
 
