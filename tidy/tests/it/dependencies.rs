@@ -154,8 +154,8 @@ fn lamina_crates_depend_only_downward() {
         }
     }
     report(
-        "Lamina's crates depend one way: protocol <- store <- scheduler <- gateway <- lamina, \
-         with worker beside the scheduler, never below it",
+        "Lamina's crates depend one way: gateway -> scheduler -> store -> protocol, \
+         worker -> onnx-ops and protocol, and only lamina and bench reach worker",
         &violations,
         "Fix: move the code you need into a crate the dependent may use (often `protocol`, \
          the shared vocabulary), or pass it in through a trait the lower crate defines, as \

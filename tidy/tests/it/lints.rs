@@ -48,6 +48,6 @@ fn no_too_many_arguments_on_the_invoke_path() {
         &violations,
         "Fix: group the arguments that travel together into a type that names them (a \
          request, a resolved invocation), or let the owner of the data build it, instead of \
-         silencing the lint.",
+         silencing the lint. When a listed file is clean, its entry leaves the list.",
     );
 }
