@@ -1,13 +1,16 @@
 //! The `lamina` command. Parses the command line, initialises logging and runs it.
 
-mod admin;
 mod cli;
-mod deploy;
+mod commands;
+mod options;
 mod remote;
-mod report;
-mod up;
 
 use clap::Parser;
+
+/// A mistake in how lamina was invoked (exit code 64).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 /// With `RUST_BACKTRACE` set, every library error (anyhow's, tract's) captures a backtrace
 /// too, and some are built on hot paths: tract's tree ensembles build one per leaf they
@@ -21,10 +24,23 @@ fn keep_backtraces_for_panics_only() {
     }
 }
 
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LAMINA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
 fn main() -> std::process::ExitCode {
     keep_backtraces_for_panics_only();
     let cli = cli::Cli::parse();
-    cli::init_tracing(&cli.log_format);
+    init_tracing(&cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("lamina")
@@ -36,11 +52,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(70);
         }
     };
-    match runtime.block_on(cli::run(cli)) {
+    match runtime.block_on(cli.command.run()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lamina: {e:#}");
-            let code = if e.downcast_ref::<cli::UsageError>().is_some() {
+            let code = if e.downcast_ref::<UsageError>().is_some() {
                 64
             } else {
                 1

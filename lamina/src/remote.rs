@@ -12,7 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
-use crate::cli::UsageError;
+use crate::UsageError;
 
 /// An access key, from the usual AWS sources.
 pub struct Credentials {

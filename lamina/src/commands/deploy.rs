@@ -5,17 +5,43 @@
 //! function URL, and prints that URL with a `curl` that calls it.
 
 use std::io::{Cursor, Read as _, Write as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
+use clap::Args;
 use hyper::Method;
 use hyper::body::Bytes;
 use serde_json::{Value, json};
 
-use crate::cli::{DeployArgs, UsageError};
+use crate::UsageError;
+use crate::options::EndpointArgs;
 use crate::remote::{Remote, RemoteError, query_value};
+
+#[derive(Debug, Clone, Args)]
+pub struct DeployArgs {
+    /// What to deploy: model.onnx (Runtime onnx), a .wasm (Runtime wasm), or a .zip
+    /// package (its runtime read from what it holds).
+    pub path: PathBuf,
+    /// The function's name; an existing function gets the new code.
+    #[arg(long)]
+    pub name: String,
+    /// MemorySize in MB.
+    #[arg(long)]
+    pub memory: Option<u32>,
+    /// Timeout in seconds.
+    #[arg(long)]
+    pub timeout: Option<u32>,
+    /// Make the function URL public (AuthType NONE) instead of requiring signed requests.
+    #[arg(long)]
+    pub public: bool,
+    /// Seconds to wait for the function to become Active.
+    #[arg(long, default_value_t = 300)]
+    pub wait: u64,
+    #[command(flatten)]
+    pub remote: EndpointArgs,
+}
 
 /// A deployment package ready to upload.
 #[derive(Debug)]
