@@ -210,6 +210,15 @@ impl<'a> About<'a> {
         }
     }
 
+    /// A policy call about `statement_id` of `arn`'s policy.
+    pub fn statement(arn: &'a str, statement_id: &'a str) -> Self {
+        About {
+            arn,
+            statement_id: Some(statement_id),
+            ..About::default()
+        }
+    }
+
     /// The function's name, as the ARN spells it.
     fn name(&self) -> &'a str {
         let name = self
@@ -354,11 +363,7 @@ mod tests {
             };
             assert_eq!(api.blame(), blame, "{kind}");
         };
-        let statement = About {
-            arn,
-            statement_id: Some("s1"),
-            code_sha256: None,
-        };
+        let statement = About::statement(arn, "s1");
         let publish = About {
             arn,
             statement_id: None,

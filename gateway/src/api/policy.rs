@@ -143,16 +143,7 @@ pub async fn add_permission(
             },
         )
         .await
-        .map_err(|e| {
-            catalog(
-                e,
-                About {
-                    arn: &resource,
-                    statement_id: Some(&req.statement_id),
-                    code_sha256: None,
-                },
-            )
-        })?;
+        .map_err(|e| catalog(e, About::statement(&resource, &req.statement_id)))?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "Statement": statement.to_string() })),
@@ -233,11 +224,7 @@ pub async fn remove_permission(
         .map_err(|e| {
             catalog(
                 e,
-                About {
-                    arn: &resource_arn(&state, &r),
-                    statement_id: Some(&statement_id),
-                    code_sha256: None,
-                },
+                About::statement(&resource_arn(&state, &r), &statement_id),
             )
         })?;
     Ok(StatusCode::NO_CONTENT)

@@ -9,8 +9,8 @@ use crate::error::ApiError;
 
 /// Largest CreateFunction request Lambda accepts.
 pub const MAX_CREATE_REQUEST: usize = 70_167_211;
-/// Invoke bodies are read up to this, so an oversized payload gets Lambda's own 413
-/// (naming [`protocol::MAX_SYNC_PAYLOAD`]) rather than the framework's.
+/// Invoke and function-URL bodies are read up to this, so an oversized payload gets
+/// Lambda's own 413 (naming [`protocol::MAX_SYNC_PAYLOAD`]) rather than the framework's.
 pub const MAX_INVOKE_READ: usize = 16 << 20;
 /// Every other control-plane request.
 pub const MAX_CONTROL_REQUEST: usize = 1 << 20;

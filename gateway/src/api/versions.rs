@@ -56,10 +56,10 @@ pub async fn publish(
         )
         .await
         .map_err(|e| {
+            let arn = state.arns.function(&r.entry.account_id, &r.entry.name);
             let about = About {
-                arn: &state.arns.function(&r.entry.account_id, &r.entry.name),
-                statement_id: None,
                 code_sha256: req.code_sha256.as_deref(),
+                ..About::arn(&arn)
             };
             catalog(e, about)
         })?;
