@@ -483,7 +483,7 @@ pub async fn require_signature(
         Err(e) => return e.into_response(),
     };
     // The largest body any API operation takes; each route still applies its own limit.
-    let body = match axum::body::to_bytes(body, crate::api::MAX_CREATE_REQUEST).await {
+    let body = match axum::body::to_bytes(body, crate::api::request::MAX_CREATE_REQUEST).await {
         Ok(b) => b,
         Err(_) => {
             return ApiError::RequestTooLarge(crate::too_large_message(
@@ -503,13 +503,32 @@ pub async fn require_signature(
     );
     match checked {
         Ok(signer) => {
-            parts.extensions.insert(crate::api::Caller {
+            parts.extensions.insert(Caller {
                 account_id: signer.account_id,
             });
             next.run(axum::extract::Request::from_parts(parts, body.into()))
                 .await
         }
         Err(e) => e.into_response(),
+    }
+}
+
+/// The account a request acts for, set by [`require_signature`] once the signature is
+/// checked; a handler that takes it is not reachable unsigned.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub account_id: String,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or(ApiError::MissingAuthenticationToken)
     }
 }
 

@@ -134,6 +134,15 @@ impl ApiError {
         self.shape().0
     }
 
+    /// A missing resource answered as `missing` says, other refusals as they are: some
+    /// operations word a missing function their own way.
+    pub fn when_missing(self, missing: impl FnOnce() -> ApiError) -> ApiError {
+        match self {
+            ApiError::ResourceNotFound(_) => missing(),
+            other => other,
+        }
+    }
+
     /// Who is at fault: the platform for `Service`, the client for everything else.
     pub fn blame(&self) -> protocol::Blame {
         match self {
@@ -180,6 +189,94 @@ impl IntoResponse for ApiError {
 /// Lambda's message for a function that does not exist.
 pub fn function_not_found(arn: &str) -> ApiError {
     ApiError::ResourceNotFound(format!("Function not found: {arn}"))
+}
+
+/// What a catalog call was about: the resource its refusal names, as Lambda names it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct About<'a> {
+    /// The function's ARN, qualified by the version or alias the call was about.
+    pub arn: &'a str,
+    /// AddPermission's and RemovePermission's statement id.
+    pub statement_id: Option<&'a str>,
+    /// PublishVersion's expected CodeSha256, as the client sent it.
+    pub code_sha256: Option<&'a str>,
+}
+
+impl<'a> About<'a> {
+    pub fn arn(arn: &'a str) -> Self {
+        About {
+            arn,
+            ..About::default()
+        }
+    }
+
+    /// A policy call about `statement_id` of `arn`'s policy.
+    pub fn statement(arn: &'a str, statement_id: &'a str) -> Self {
+        About {
+            arn,
+            statement_id: Some(statement_id),
+            ..About::default()
+        }
+    }
+
+    /// The function's name, as the ARN spells it.
+    fn name(&self) -> &'a str {
+        let name = self
+            .arn
+            .rsplit_once(":function:")
+            .map_or(self.arn, |(_, n)| n);
+        name.split_once(':').map_or(name, |(n, _)| n)
+    }
+}
+
+/// Lambda's answer to a catalog refusal. A refusal is the client's (the resource is gone,
+/// already there, or changed since it was read, often by a concurrent request); only a
+/// store fault is the platform's.
+pub fn catalog(e: store::CatalogError, about: About<'_>) -> ApiError {
+    use store::CatalogError as C;
+    let statement = about.statement_id.unwrap_or_default();
+    match e {
+        C::FunctionNotFound | C::VersionNotFound => function_not_found(about.arn),
+        C::AliasNotFound => ApiError::ResourceNotFound(format!("Alias not found: {}", about.arn)),
+        C::UrlNotFound | C::NotFound => {
+            ApiError::ResourceNotFound("The resource you requested does not exist.".into())
+        }
+        C::StatementNotFound => ApiError::ResourceNotFound(format!(
+            "Statement {statement} is not found in resource policy."
+        )),
+        C::FunctionExists => {
+            ApiError::ResourceConflict(format!("Function already exist: {}", about.name()))
+        }
+        C::AliasExists => {
+            ApiError::ResourceConflict(format!("Alias already exists: {}", about.arn))
+        }
+        C::UrlExists => ApiError::ResourceConflict(format!(
+            "Failed to create function url config for [functionArn = {}]. Error message:  FunctionUrlConfig exists for this Lambda function",
+            about.arn
+        )),
+        C::StatementExists => ApiError::ResourceConflict(format!(
+            "The statement id ({statement}) provided already exists. Please provide a new statement id, or remove the existing statement."
+        )),
+        C::VersionInUse(aliases) => ApiError::ResourceConflict(format!(
+            "Unable to delete version because the following aliases reference it: [{}]",
+            aliases.join(", ")
+        )),
+        C::RevisionMismatch => ApiError::PreconditionFailed(
+            "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id".into(),
+        ),
+        // Lambda answers a stale CodeSha256 as a bad parameter, not a failed precondition.
+        C::CodeShaMismatch { current } => {
+            use base64::Engine as _;
+            let current = hex::decode(&current)
+                .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
+                .unwrap_or(current);
+            ApiError::InvalidParameterValue(format!(
+                "CodeSHA256 ({}) is different from current CodeSHA256 in $LATEST ({current}). Please try again with the CodeSHA256 in $LATEST.",
+                about.code_sha256.unwrap_or_default()
+            ))
+        }
+        C::Store(e) => ApiError::service(e),
+    }
 }
 
 #[cfg(test)]
@@ -239,5 +336,142 @@ mod tests {
         let (s, _, b) = parts(ApiError::service("db exploded: password=x")).await;
         assert_eq!(s.as_u16(), 500);
         assert!(!b.to_string().contains("password"), "internals leaked: {b}");
+    }
+
+    #[test]
+    fn catalog_refusals_keep_their_blame() {
+        use store::CatalogError as C;
+        let arn = "arn:aws:lambda:us-east-1:123456789012:function:f";
+        let alias = "arn:aws:lambda:us-east-1:123456789012:function:f:live";
+        let sha = "0a0b";
+        let check = |e: C, about: About<'_>, status: u16, shape: &str, message: &str| {
+            let kind = format!("{e:?}");
+            let api = catalog(e, about);
+            assert_eq!(
+                (
+                    api.status().as_u16(),
+                    api.error_type(),
+                    api.to_string().as_str()
+                ),
+                (status, shape, message),
+                "{kind}"
+            );
+            let blame = if status == 500 {
+                protocol::Blame::Platform
+            } else {
+                protocol::Blame::Client
+            };
+            assert_eq!(api.blame(), blame, "{kind}");
+        };
+        let statement = About::statement(arn, "s1");
+        let publish = About {
+            arn,
+            statement_id: None,
+            code_sha256: Some("stale"),
+        };
+        let not_found = "ResourceNotFoundException";
+        let conflict = "ResourceConflictException";
+        check(
+            C::FunctionNotFound,
+            About::arn(arn),
+            404,
+            not_found,
+            &format!("Function not found: {arn}"),
+        );
+        check(
+            C::VersionNotFound,
+            About::arn(alias),
+            404,
+            not_found,
+            &format!("Function not found: {alias}"),
+        );
+        check(
+            C::AliasNotFound,
+            About::arn(alias),
+            404,
+            not_found,
+            &format!("Alias not found: {alias}"),
+        );
+        check(
+            C::UrlNotFound,
+            About::arn(arn),
+            404,
+            not_found,
+            "The resource you requested does not exist.",
+        );
+        check(
+            C::NotFound,
+            About::arn(arn),
+            404,
+            not_found,
+            "The resource you requested does not exist.",
+        );
+        check(
+            C::StatementNotFound,
+            statement,
+            404,
+            not_found,
+            "Statement s1 is not found in resource policy.",
+        );
+        check(
+            C::FunctionExists,
+            About::arn(arn),
+            409,
+            conflict,
+            "Function already exist: f",
+        );
+        check(
+            C::AliasExists,
+            About::arn(alias),
+            409,
+            conflict,
+            &format!("Alias already exists: {alias}"),
+        );
+        check(
+            C::UrlExists,
+            About::arn(arn),
+            409,
+            conflict,
+            &format!(
+                "Failed to create function url config for [functionArn = {arn}]. Error message:  FunctionUrlConfig exists for this Lambda function"
+            ),
+        );
+        check(
+            C::StatementExists,
+            statement,
+            409,
+            conflict,
+            "The statement id (s1) provided already exists. Please provide a new statement id, or remove the existing statement.",
+        );
+        check(
+            C::VersionInUse(vec!["a".into(), "b".into()]),
+            About::arn(arn),
+            409,
+            conflict,
+            "Unable to delete version because the following aliases reference it: [a, b]",
+        );
+        check(
+            C::RevisionMismatch,
+            About::arn(arn),
+            412,
+            "PreconditionFailedException",
+            "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id",
+        );
+        check(
+            C::CodeShaMismatch {
+                current: sha.into(),
+            },
+            publish,
+            400,
+            "InvalidParameterValueException",
+            "CodeSHA256 (stale) is different from current CodeSHA256 in $LATEST (Cgs=). Please try again with the CodeSHA256 in $LATEST.",
+        );
+        check(
+            C::Store(store::StoreError::Unavailable("connection refused".into())),
+            About::arn(arn),
+            500,
+            "ServiceException",
+            "internal error: the database is unavailable: connection refused",
+        );
     }
 }

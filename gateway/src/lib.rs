@@ -41,14 +41,16 @@ async fn request_id(request: Request, next: Next) -> Response {
 pub(crate) fn too_large_message(method: &axum::http::Method, path: &str) -> String {
     use axum::http::Method;
     let (limit, operation) = match (method, path.trim_end_matches('/')) {
-        (&Method::POST, "/2015-03-31/functions") => (api::MAX_CREATE_REQUEST, "CreateFunction"),
+        (&Method::POST, "/2015-03-31/functions") => {
+            (api::request::MAX_CREATE_REQUEST, "CreateFunction")
+        }
         (&Method::PUT, p) if p.ends_with("/code") => {
-            (api::MAX_CREATE_REQUEST, "UpdateFunctionCode")
+            (api::request::MAX_CREATE_REQUEST, "UpdateFunctionCode")
         }
         (&Method::POST, p) if p.ends_with("/invocations") || p.ends_with("/invoke-async") => {
             (protocol::MAX_SYNC_PAYLOAD, "InvokeFunction")
         }
-        _ => (api::MAX_CONTROL_REQUEST, "this"),
+        _ => (api::request::MAX_CONTROL_REQUEST, "this"),
     };
     if operation == "this" {
         return format!("Request must be smaller than {limit} bytes for this operation");
@@ -82,8 +84,8 @@ async fn host_routed_urls(State(state): State<AppState>, request: Request, next:
     match url_id {
         Some(id) => {
             let path = request.uri().path().to_owned();
-            let ip = api::urls::source_ip(&request);
-            api::urls::serve_url(&state, &id, path, ip, request).await
+            let ip = api::function_urls::source_ip(&request);
+            api::function_urls::serve_url(&state, &id, path, ip, request).await
         }
         None => next.run(request).await,
     }

@@ -141,7 +141,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 /// in-flight invocations, and the node's limits, throttles, async queue and ledger.
 pub async fn status(
     State(state): State<AppState>,
-    caller: crate::api::Caller,
+    caller: crate::auth::Caller,
 ) -> Result<Json<Value>, ApiError> {
     use std::sync::atomic::Ordering::Relaxed;
     let pools: Vec<Value> = state

@@ -240,6 +240,27 @@ def test_unknown_and_protected_urls(client, make_function, lamina):
     assert r.status_code == 403 and r.json() == {"Message": None}
 
 
+def test_oversized_url_body_names_the_6_mb_limit(client, make_function, lamina):
+    # A function URL takes what Invoke takes: 6 MB (6291456 bytes). The 413 names that
+    # limit, by path and by host alike; it used to name the 1 MB control-plane limit.
+    limit = 6 * 1024 * 1024
+    name, config = url_config(client, make_function, "http-hello")
+    url_id = config["FunctionUrl"].rstrip("/").rsplit("/", 1)[1]
+    big = b"x" * (2 * 1024 * 1024)
+    served = requests.post(config["FunctionUrl"] + "echo", data=big, timeout=60)
+    assert (served.status_code, len(served.content)) == (200, len(big))
+    message = {
+        "Message": f"Request must be smaller than {limit} bytes for the InvokeFunction operation"
+    }
+    for url, headers in (
+        (config["FunctionUrl"] + "echo", {}),
+        (lamina.endpoint + "/echo", {"Host": f"{url_id}.lambda-url.us-east-1.localhost"}),
+    ):
+        r = requests.post(url, data=b"x" * (limit + 1), headers=headers, timeout=60)
+        assert (r.status_code, r.json()) == (413, message)
+        assert r.headers["x-amzn-ErrorType"] == "RequestEntityTooLargeException"
+
+
 def test_cors(client, make_function):
     name, config = url_config(
         client,

@@ -11,10 +11,11 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use store::{CatalogError, VersionConfig};
+use store::VersionConfig;
 
-use super::{Caller, QualifierQuery, parse_body};
-use crate::error::{ApiError, function_not_found};
+use super::request::{QualifierQuery, listing, parse_body};
+use crate::auth::Caller;
+use crate::error::{About, ApiError, catalog};
 use crate::intake;
 use crate::state::{AppState, MissingFunction, Resolved};
 use crate::validate;
@@ -270,11 +271,11 @@ pub async fn create(
         .catalog
         .create_function(&caller.account_id, &name, config, req.tags, req.publish)
         .await
-        .map_err(|e| match e {
-            CatalogError::FunctionExists => {
-                ApiError::ResourceConflict(format!("Function already exist: {name}"))
-            }
-            other => ApiError::service(other),
+        .map_err(|e| {
+            catalog(
+                e,
+                About::arn(&state.arns.function(&caller.account_id, &name)),
+            )
         })?;
     // With Publish the answer describes version 1, yet Lambda reports the unqualified ARN.
     let version = match entry.versions.last_key_value() {
@@ -367,30 +368,6 @@ pub struct ListQuery {
     function_version: Option<String>,
 }
 
-/// Pages a sorted list by an opaque marker (the index of the next item, base64).
-pub fn page<T>(
-    items: Vec<T>,
-    marker: Option<&str>,
-    max_items: Option<usize>,
-) -> Result<(Vec<T>, Option<String>), ApiError> {
-    let start = match marker {
-        None => 0,
-        Some(m) => base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(m)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.parse::<usize>().ok())
-            .ok_or_else(|| ApiError::InvalidParameterValue(format!("Invalid marker: {m}")))?,
-    };
-    let max = max_items.unwrap_or(50).clamp(1, 50);
-    let total = items.len();
-    let page: Vec<T> = items.into_iter().skip(start).take(max).collect();
-    let next = (start + page.len() < total).then(|| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode((start + page.len()).to_string())
-    });
-    Ok((page, next))
-}
-
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -432,12 +409,12 @@ pub async fn list(
             }
         }
     }
-    let (functions, next) = page(items, q.marker.as_deref(), q.max_items)?;
-    let mut body = json!({ "Functions": functions });
-    if let (Some(next), Some(obj)) = (next, body.as_object_mut()) {
-        obj.insert("NextMarker".into(), Value::String(next));
-    }
-    Ok(Json(body))
+    Ok(Json(listing(
+        "Functions",
+        items,
+        q.marker.as_deref(),
+        q.max_items,
+    )?))
 }
 
 pub async fn delete(
@@ -459,7 +436,9 @@ pub async fn delete(
                 .catalog
                 .delete_function(account, &r.entry.name)
                 .await
-                .map_err(ApiError::service)?;
+                .map_err(|e| {
+                    catalog(e, About::arn(&state.arns.function(account, &r.entry.name)))
+                })?;
             state.retire_function(&entry);
         }
         Some(protocol::names::LATEST) => {
@@ -478,15 +457,16 @@ pub async fn delete(
                 .catalog
                 .delete_version(account, &r.entry.name, n)
                 .await
-                .map_err(|e| match e {
-                    CatalogError::VersionInUse(aliases) => ApiError::ResourceConflict(format!(
-                        "Unable to delete version because the following aliases reference it: [{}]",
-                        aliases.join(", ")
-                    )),
-                    other => ApiError::service(other),
+                .map_err(|e| {
+                    catalog(
+                        e,
+                        About::arn(&state.arns.qualified(account, &r.entry.name, q)),
+                    )
                 })?;
             if let Some(v) = version {
-                state.scheduler.retire(&scheduler::PoolKey::of(&r.entry, &v));
+                state
+                    .scheduler
+                    .retire(&scheduler::PoolKey::of(&r.entry, &v));
             }
         }
     }
@@ -507,12 +487,6 @@ struct UpdateCode {
     revision_id: Option<String>,
     #[serde(default)]
     architectures: Vec<String>,
-}
-
-fn precondition() -> ApiError {
-    ApiError::PreconditionFailed(
-        "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id".into(),
-    )
 }
 
 pub async fn update_code(
@@ -690,14 +664,11 @@ impl AppState {
             .catalog
             .update_latest(&entry.account_id, &entry.name, revision, config)
             .await
-            .map_err(|e| match e {
-                CatalogError::RevisionMismatch => precondition(),
-                CatalogError::FunctionNotFound => function_not_found(&self.arns.qualified(
-                    &entry.account_id,
-                    &entry.name,
-                    protocol::names::LATEST,
-                )),
-                other => ApiError::service(other),
+            .map_err(|e| {
+                let latest =
+                    self.arns
+                        .qualified(&entry.account_id, &entry.name, protocol::names::LATEST);
+                catalog(e, About::arn(&latest))
             })?;
         self.scheduler.retire(&old_key);
         if publish {
@@ -705,7 +676,12 @@ impl AppState {
                 .catalog
                 .publish_version(&entry.account_id, &entry.name, None, None, None)
                 .await
-                .map_err(ApiError::service)?;
+                .map_err(|e| {
+                    catalog(
+                        e,
+                        About::arn(&self.arns.function(&entry.account_id, &entry.name)),
+                    )
+                })?;
             return Ok(Json(function_configuration(
                 self,
                 &updated,
@@ -723,11 +699,28 @@ impl AppState {
     }
 
     pub(crate) fn retire_function(&self, entry: &store::FunctionEntry) {
-        self.scheduler.retire(&scheduler::PoolKey::of(entry, &entry.latest));
+        self.scheduler
+            .retire(&scheduler::PoolKey::of(entry, &entry.latest));
         for v in entry.versions.values() {
             self.scheduler.retire(&scheduler::PoolKey::of(entry, v));
         }
         self.scheduler
             .forget_function(&scheduler::FunctionKey::new(&entry.account_id, &entry.name));
+    }
+}
+
+/// Serves a stored deployment zip (GetFunction's Code.Location). The digest is the
+/// capability: only someone who can read the function's configuration knows it.
+pub async fn code_zip(State(state): State<AppState>, Path(file): Path<String>) -> Response {
+    let no_package = || ApiError::ResourceNotFound("No such package.".into()).into_response();
+    let Some(digest) = file.strip_suffix(".zip") else {
+        return no_package();
+    };
+    if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return no_package();
+    }
+    match tokio::fs::read(state.config.packages_dir.join(format!("{digest}.zip"))).await {
+        Ok(bytes) => ([("content-type", "application/zip")], bytes).into_response(),
+        Err(_) => no_package(),
     }
 }

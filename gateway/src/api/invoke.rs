@@ -8,13 +8,13 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use bytes::Bytes;
 use protocol::{
-    InvocationInput, InvocationResult, InvocationType, MAX_ASYNC_PAYLOAD, MAX_SYNC_PAYLOAD,
-    Outcome, Payload,
+    InvocationResult, InvocationType, MAX_ASYNC_PAYLOAD, MAX_SYNC_PAYLOAD, Outcome, Payload,
 };
 use scheduler::{InvocationRequest, InvokeError, Target};
 use store::VersionRecord;
 
-use super::{Caller, QualifierQuery};
+use super::request::QualifierQuery;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::{AppState, Resolved};
 

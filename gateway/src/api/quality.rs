@@ -21,7 +21,8 @@ use scheduler::record::micros;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Caller, parse_body};
+use super::request::parse_body;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 

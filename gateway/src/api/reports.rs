@@ -12,7 +12,7 @@ use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::Caller;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 

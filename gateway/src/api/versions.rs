@@ -8,12 +8,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use store::{AliasRecord, CatalogError};
 
-use super::functions::page;
-use super::{Caller, parse_body};
-use crate::error::ApiError;
+use super::request::{listing, parse_body};
+use crate::auth::Caller;
+use crate::error::{About, ApiError, catalog};
 use crate::state::AppState;
 use crate::wire::{Detail, alias_configuration, function_configuration};
 
@@ -55,16 +55,13 @@ pub async fn publish(
             req.description.as_deref(),
         )
         .await
-        .map_err(|e| match e {
-            CatalogError::CodeShaMismatch { current } => ApiError::InvalidParameterValue(format!(
-                "CodeSHA256 ({}) is different from current CodeSHA256 in $LATEST ({}). Please try again with the CodeSHA256 in $LATEST.",
-                req.code_sha256.clone().unwrap_or_default(),
-                crate::wire::code_sha256_b64(&current)
-            )),
-            CatalogError::RevisionMismatch => ApiError::PreconditionFailed(
-                "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id".into(),
-            ),
-            other => ApiError::service(other),
+        .map_err(|e| {
+            let arn = state.arns.function(&r.entry.account_id, &r.entry.name);
+            let about = About {
+                code_sha256: req.code_sha256.as_deref(),
+                ..About::arn(&arn)
+            };
+            catalog(e, about)
         })?;
     if version.config.snap_start {
         // INIT runs now, once; the version's environments restore what it built. A guest
@@ -119,12 +116,12 @@ pub async fn list_versions(
             .values()
             .map(|v| function_configuration(&state, e, v, true, Detail::ListItem)),
     );
-    let (versions, next) = page(items, q.marker.as_deref(), q.max_items)?;
-    let mut body = json!({ "Versions": versions });
-    if let (Some(next), Some(obj)) = (next, body.as_object_mut()) {
-        obj.insert("NextMarker".into(), Value::String(next));
-    }
-    Ok(Json(body))
+    Ok(Json(listing(
+        "Versions",
+        items,
+        q.marker.as_deref(),
+        q.max_items,
+    )?))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -206,11 +203,13 @@ fn check_alias(
     Ok(())
 }
 
+fn alias_arn(state: &AppState, entry: &store::FunctionEntry, alias: &str) -> String {
+    state.arns.qualified(&entry.account_id, &entry.name, alias)
+}
+
 fn alias_not_found(state: &AppState, entry: &store::FunctionEntry, alias: &str) -> ApiError {
-    ApiError::ResourceNotFound(format!(
-        "Alias not found: {}",
-        state.arns.qualified(&entry.account_id, &entry.name, alias)
-    ))
+    let arn = alias_arn(state, entry, alias);
+    catalog(CatalogError::AliasNotFound, About::arn(&arn))
 }
 
 pub async fn create_alias(
@@ -227,17 +226,10 @@ pub async fn create_alias(
             "1 validation error detected: Value '{alias_name}' at 'name' failed to satisfy constraint: Member must satisfy regular expression pattern: (?!^[0-9]+$)([a-zA-Z0-9-_]+)"
         )));
     }
-    let exists = || {
-        ApiError::ResourceConflict(format!(
-            "Alias already exists: {}",
-            state
-                .arns
-                .qualified(&r.entry.account_id, &r.entry.name, &alias_name)
-        ))
-    };
     let version = req.function_version.unwrap_or_default();
     if r.entry.version(&version).is_some() && r.entry.aliases.contains_key(&alias_name) {
-        return Err(exists());
+        let arn = alias_arn(&state, &r.entry, &alias_name);
+        return Err(catalog(CatalogError::AliasExists, About::arn(&arn)));
     }
     let routing = req
         .routing_config
@@ -255,10 +247,7 @@ pub async fn create_alias(
         .catalog
         .put_alias(&caller.account_id, &r.entry.name, record, true, None)
         .await
-        .map_err(|e| match e {
-            CatalogError::AliasExists => exists(),
-            other => ApiError::service(other),
-        })?;
+        .map_err(|e| catalog(e, About::arn(&alias_arn(&state, &r.entry, &alias_name))))?;
     let body = alias_configuration(&state, &r.entry, &alias);
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -321,13 +310,7 @@ pub async fn update_alias(
             req.revision_id.as_deref(),
         )
         .await
-        .map_err(|e| match e {
-            CatalogError::RevisionMismatch => ApiError::PreconditionFailed(
-                "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id".into(),
-            ),
-            CatalogError::AliasNotFound => alias_not_found(&state, &r.entry, &alias),
-            other => ApiError::service(other),
-        })?;
+        .map_err(|e| catalog(e, About::arn(&alias_arn(&state, &r.entry, &alias))))?;
     Ok(Json(alias_configuration(&state, &r.entry, &updated)))
 }
 
@@ -341,7 +324,7 @@ pub async fn delete_alias(
         .catalog
         .delete_alias(&caller.account_id, &r.entry.name, &alias)
         .await
-        .map_err(ApiError::service)?;
+        .map_err(|e| catalog(e, About::arn(&alias_arn(&state, &r.entry, &alias))))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -363,12 +346,12 @@ pub async fn list_aliases(
         })
         .map(|a| alias_configuration(&state, &r.entry, a))
         .collect();
-    let (aliases, next) = page(items, q.marker.as_deref(), q.max_items)?;
-    let mut body = json!({ "Aliases": aliases });
-    if let (Some(next), Some(obj)) = (next, body.as_object_mut()) {
-        obj.insert("NextMarker".into(), Value::String(next));
-    }
-    Ok(Json(body))
+    Ok(Json(listing(
+        "Aliases",
+        items,
+        q.marker.as_deref(),
+        q.max_items,
+    )?))
 }
 
 #[cfg(test)]

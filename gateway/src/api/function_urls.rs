@@ -1,12 +1,12 @@
-//! Function URL configs (Create/Get/Update/Delete/ListFunctionUrlConfig(s)) and the
-//! function URLs themselves: plain HTTP calls mapped to events in API Gateway payload
-//! format 2.0 (or served directly by `wasi:http` guests).
+//! Serving function URLs (`/lambda-url/{url_id}/...`, or a `<url-id>.lambda-url.` host):
+//! a plain HTTP call becomes an event in API Gateway payload format 2.0, or is handed as
+//! is to a `wasi:http` guest; CORS from the URL's config; AWS_IAM URLs check the caller's
+//! signature and the function's resource policy.
 
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
-use axum::Json;
-use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -14,236 +14,36 @@ use http_body_util::BodyExt;
 use protocol::http::{HttpRequest, HttpResponse, UrlRequestContext};
 use protocol::{GuestKind, InvocationType, MAX_SYNC_PAYLOAD, Outcome, Payload};
 use scheduler::InvocationRequest;
-use serde::Deserialize;
-use serde_json::{Value, json};
-use store::{CatalogError, UrlConfigRecord};
+use serde_json::Value;
+use store::UrlConfigRecord;
 
-use super::functions::page;
 use super::invoke::run_sync;
-use super::{Caller, QualifierQuery, parse_body};
+use super::request::MAX_INVOKE_READ;
 use crate::error::ApiError;
 use crate::state::{AppState, Resolved};
-use crate::wire::url_configuration;
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct UrlInput {
-    auth_type: Option<String>,
-    cors: Option<Value>,
-    invoke_mode: Option<String>,
-}
-
-fn url_qualifier(state: &AppState, r: &Resolved) -> Result<String, ApiError> {
-    match r.qualifier.as_deref() {
-        None => Ok(protocol::names::LATEST.to_owned()),
-        // An explicit `$LATEST` fails the model's pattern just like a version number.
-        Some(q) if q == protocol::names::LATEST || protocol::names::is_version_number(q) => {
-            Err(ApiError::Validation(format!(
-                "1 validation error detected: Value '{q}' at 'qualifier' failed to satisfy constraint: Member must satisfy regular expression pattern: ((?!^\\d+$)^[0-9a-zA-Z-_]+$)"
-            )))
-        }
-        Some(q) if r.entry.aliases.contains_key(q) => Ok(q.to_owned()),
-        Some(q) => Err(ApiError::ResourceNotFound(format!(
-            "Alias not found: {}",
-            state.arns.qualified(&r.entry.account_id, &r.entry.name, q)
-        ))),
-    }
-}
-
-fn auth_type(v: Option<&str>) -> Result<String, ApiError> {
-    match v {
-        Some(a @ ("NONE" | "AWS_IAM")) => Ok(a.to_owned()),
-        other => Err(ApiError::Validation(format!(
-            "1 validation error detected: Value '{}' at 'authType' failed to satisfy constraint: Member must satisfy enum value set: [NONE, AWS_IAM]",
-            other.unwrap_or("null")
-        ))),
-    }
-}
-
-fn invoke_mode(v: Option<&str>) -> Result<String, ApiError> {
-    match v.unwrap_or("BUFFERED") {
-        "BUFFERED" => Ok("BUFFERED".into()),
-        "RESPONSE_STREAM" => Err(ApiError::InvalidParameterValue(
-            "InvokeMode RESPONSE_STREAM is not supported; use BUFFERED.".into(),
-        )),
-        other => Err(ApiError::Validation(format!(
-            "1 validation error detected: Value '{other}' at 'invokeMode' failed to satisfy constraint: Member must satisfy enum value set: [RESPONSE_STREAM, BUFFERED]"
-        ))),
-    }
-}
-
-fn not_found() -> ApiError {
-    ApiError::ResourceNotFound("The resource you requested does not exist.".into())
-}
-
-/// Get, Update and Delete answer a missing function as a missing config.
-fn resolve_config(
-    state: &AppState,
-    caller: &Caller,
-    name: &str,
-    qualifier: Option<&str>,
-) -> Result<Resolved, ApiError> {
-    state
-        .resolve(&caller.account_id, name, qualifier)
-        .map_err(|e| match e {
-            ApiError::ResourceNotFound(_) => not_found(),
-            other => other,
-        })
-}
-
-/// A URL id: 32 characters of `[a-z0-9]`, as Lambda's.
-fn new_url_id() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    (0..32)
-        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
-        .collect()
-}
-
-pub async fn create(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
-    Query(q): Query<QualifierQuery>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let req: UrlInput = parse_body(&body)?;
-    let r = state.resolve(&caller.account_id, &name, q.qualifier.as_deref())?;
-    let qualifier = url_qualifier(&state, &r)?;
-    let now = chrono::Utc::now().timestamp_millis();
-    let record = UrlConfigRecord {
-        url_id: new_url_id(),
-        account_id: r.entry.account_id.clone(),
-        function_name: r.entry.name.clone(),
-        qualifier,
-        auth_type: auth_type(req.auth_type.as_deref())?,
-        cors: req.cors.unwrap_or_else(|| json!({})),
-        invoke_mode: invoke_mode(req.invoke_mode.as_deref())?,
-        created_at_ms: now,
-        last_modified_ms: now,
-    };
-    let url = state
-        .catalog
-        .put_url(&caller.account_id, &r.entry.name, record, true)
-        .await
-        .map_err(|e| match e {
-            CatalogError::UrlExists => ApiError::ResourceConflict(format!(
-                "Failed to create function url config for [functionArn = {}]. Error message:  FunctionUrlConfig exists for this Lambda function",
-                state.arns.function(&r.entry.account_id, &r.entry.name)
-            )),
-            other => ApiError::service(other),
-        })?;
-    let mut body = url_configuration(&state, &r.entry, &url);
-    if let Some(obj) = body.as_object_mut() {
-        // CreateFunctionUrlConfig's output has no LastModifiedTime.
-        obj.remove("LastModifiedTime");
-    }
-    Ok((StatusCode::CREATED, Json(body)).into_response())
-}
-
-pub async fn get(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
-    Query(q): Query<QualifierQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let r = resolve_config(&state, &caller, &name, q.qualifier.as_deref())?;
-    let qualifier = url_qualifier(&state, &r)?;
-    let url = r.entry.urls.get(&qualifier).ok_or_else(not_found)?;
-    Ok(Json(url_configuration(&state, &r.entry, url)))
-}
-
-pub async fn update(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
-    Query(q): Query<QualifierQuery>,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let req: UrlInput = parse_body(&body)?;
-    let r = resolve_config(&state, &caller, &name, q.qualifier.as_deref())?;
-    let qualifier = url_qualifier(&state, &r)?;
-    let current = r.entry.urls.get(&qualifier).ok_or_else(not_found)?;
-    let mut record = (**current).clone();
-    if req.auth_type.is_some() {
-        record.auth_type = auth_type(req.auth_type.as_deref())?;
-    }
-    if let Some(cors) = req.cors {
-        record.cors = cors;
-    }
-    if req.invoke_mode.is_some() {
-        record.invoke_mode = invoke_mode(req.invoke_mode.as_deref())?;
-    }
-    record.last_modified_ms = chrono::Utc::now().timestamp_millis();
-    let url = state
-        .catalog
-        .put_url(&caller.account_id, &r.entry.name, record, false)
-        .await
-        .map_err(|e| match e {
-            CatalogError::UrlNotFound => not_found(),
-            other => ApiError::service(other),
-        })?;
-    Ok(Json(url_configuration(&state, &r.entry, &url)))
-}
-
-pub async fn delete(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
-    Query(q): Query<QualifierQuery>,
-) -> Result<StatusCode, ApiError> {
-    let r = resolve_config(&state, &caller, &name, q.qualifier.as_deref())?;
-    let qualifier = url_qualifier(&state, &r)?;
-    state
-        .catalog
-        .delete_url(&caller.account_id, &r.entry.name, &qualifier)
-        .await
-        .map_err(|e| match e {
-            CatalogError::UrlNotFound => not_found(),
-            other => ApiError::service(other),
-        })?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ListQuery {
-    #[serde(rename = "Marker")]
-    marker: Option<String>,
-    #[serde(rename = "MaxItems")]
-    max_items: Option<usize>,
-}
-
-pub async fn list(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let r = state
-        .resolve(&caller.account_id, &name, None)
-        .map_err(|e| match e {
-            ApiError::ResourceNotFound(_) => {
-                ApiError::ResourceNotFound("Function does not exist".into())
-            }
-            other => other,
-        })?;
-    let items: Vec<Value> = r
-        .entry
-        .urls
-        .values()
-        .map(|u| url_configuration(&state, &r.entry, u))
-        .collect();
-    let (configs, next) = page(items, q.marker.as_deref(), q.max_items)?;
-    let mut body = json!({ "FunctionUrlConfigs": configs });
-    if let (Some(next), Some(obj)) = (next, body.as_object_mut()) {
-        obj.insert("NextMarker".into(), Value::String(next));
-    }
-    Ok(Json(body))
-}
-
-// ---- serving function URLs ---------------------------------------------------------
-
-fn plain(status: StatusCode, body: &'static str) -> Response {
+fn plain(status: StatusCode, body: String) -> Response {
     (status, [("content-type", "application/json")], body).into_response()
+}
+
+/// Lambda's answer to a body over [`MAX_SYNC_PAYLOAD`], the limit a function URL enforces.
+/// The error-type header also tells the edge's 413 shaping, which knows only the API's
+/// paths, that this answer is already Lambda's.
+fn too_large() -> Response {
+    let mut resp = plain(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        serde_json::json!({
+            "Message": format!(
+                "Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the InvokeFunction operation"
+            )
+        })
+        .to_string(),
+    );
+    resp.headers_mut().insert(
+        "x-amzn-ErrorType",
+        HeaderValue::from_static("RequestEntityTooLargeException"),
+    );
+    resp
 }
 
 fn to_response(r: HttpResponse) -> Response {
@@ -393,18 +193,18 @@ pub async fn serve_url(
         return resp;
     }
     let (parts, body) = request.into_parts();
-    let body = match http_body_util::Limited::new(body, MAX_SYNC_PAYLOAD)
+    // Read past the limit, as Invoke does, so that a client a little over it gets the 413
+    // rather than a connection reset over the body left unread.
+    let body = match http_body_util::Limited::new(body, MAX_INVOKE_READ)
         .collect()
         .await
     {
         Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return plain(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "{\"Message\":\"Request must be smaller than 6291456 bytes for the InvokeFunction operation\"}",
-            );
-        }
+        Err(_) => return too_large(),
     };
+    if body.len() > MAX_SYNC_PAYLOAD {
+        return too_large();
+    }
     let iam_caller = if url.auth_type == "AWS_IAM" {
         match iam_caller(state, &url, &parts, &body).await {
             Ok(c) => Some(c),
@@ -476,7 +276,7 @@ pub async fn serve_url(
     let mut resp = match result {
         Err(ApiError::TooManyRequests { .. }) => plain(
             StatusCode::TOO_MANY_REQUESTS,
-            "{\"Message\":\"Rate Exceeded.\"}",
+            "{\"Message\":\"Rate Exceeded.\"}".into(),
         ),
         Err(e) => e.into_response(),
         Ok(r) if r.outcome != Outcome::Success => {
