@@ -275,11 +275,11 @@ impl Dispatcher {
             attempt: event.attempts + 1,
         };
         let waited = Duration::from_millis((now_ms() - event.received_at_ms).max(0) as u64);
-        self.inner
-            .invoker
-            .scheduler()
-            .telemetry()
-            .queue_wait(&entry.account_id, &entry.name, waited);
+        self.inner.invoker.scheduler().telemetry().queue_wait(
+            &entry.account_id,
+            &entry.name,
+            waited,
+        );
         match self.inner.invoker.invoke(target, request).await {
             Ok(result) if result.outcome == Outcome::PlatformError => self.back_off(event),
             Ok(result) => {

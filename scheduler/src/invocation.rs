@@ -122,9 +122,7 @@ impl Invoker {
             qualifier,
         } = target;
         let spec = self.catalog.spec(entry, version);
-        let pool = self
-            .scheduler
-            .pool_for(&PoolKey::of(entry, version), &spec);
+        let pool = self.scheduler.pool_for(&PoolKey::of(entry, version), &spec);
         let invoked_arn = match qualifier {
             Some(q) => self.arns.qualified(&entry.account_id, &entry.name, q),
             None => self.arns.function(&entry.account_id, &entry.name),

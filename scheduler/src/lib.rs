@@ -19,6 +19,6 @@ mod core_tests;
 pub use crate::core::{FunctionKey, Limits, PoolId, ReserveError, ThrottleReason};
 pub use dispatch::{DispatchConfig, Dispatcher};
 pub use invocation::{InvocationRequest, Invoker, PoolKey, Target};
-pub use scheduler::{InvokeError, PoolSnapshot, Scheduler, SchedulerStats};
 pub use record::{InvocationMeta, Recorder};
+pub use scheduler::{InvokeError, PoolSnapshot, Scheduler, SchedulerStats};
 pub use telemetry::{DeliveryTarget, Telemetry};
