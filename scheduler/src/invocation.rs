@@ -12,7 +12,7 @@ use protocol::{InvocationInput, InvocationResult, InvocationType, Payload, Runti
 use store::{Catalog, FunctionEntry, VersionRecord};
 
 use crate::core::{FunctionKey, PoolId};
-use crate::record::InvocationMeta;
+use crate::recorder::InvocationMeta;
 use crate::scheduler::{InvokeError, Scheduler};
 
 /// Identifies one immutable function version for the pools: a new revision of the same
@@ -122,9 +122,7 @@ impl Invoker {
             qualifier,
         } = target;
         let spec = self.catalog.spec(entry, version);
-        let pool = self
-            .scheduler
-            .pool_for(&PoolKey::of(entry, version), &spec);
+        let pool = self.scheduler.pool_for(&PoolKey::of(entry, version), &spec);
         let invoked_arn = match qualifier {
             Some(q) => self.arns.qualified(&entry.account_id, &entry.name, q),
             None => self.arns.function(&entry.account_id, &entry.name),

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use prometheus::Registry;
 use protocol::{
     EnvironmentError, ExecutionBackend, ExecutionEnvironment, InitializationType, InvocationInput,
     InvocationResult, SharedSpec, StartKind,
@@ -15,8 +16,8 @@ use crate::core::{
     Action, Admission, Core, EnvId, FunctionKey, Limits, PoolCounts, PoolId, ThrottleReason,
 };
 use crate::invocation::PoolKey;
-use crate::record::{InvocationMeta, Recorder};
-use crate::telemetry::Telemetry;
+use crate::metrics::InvocationMetrics;
+use crate::recorder::{InvocationMeta, Recorder};
 
 /// Why an invocation did not run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,8 +45,9 @@ pub struct SchedulerStats {
     pub environments_shut_down: AtomicU64,
 }
 
+/// The pools the scheduler knows, by key and by id.
 #[derive(Default)]
-struct Registry {
+struct PoolRegistry {
     by_key: HashMap<PoolKey, PoolId>,
     pools: HashMap<PoolId, PoolEntry>,
     next: u64,
@@ -63,9 +65,9 @@ struct Inner {
     recorder: Recorder,
     core: Mutex<Core>,
     idle: Mutex<HashMap<EnvId, Box<dyn ExecutionEnvironment>>>,
-    registry: Mutex<Registry>,
+    registry: Mutex<PoolRegistry>,
     stats: SchedulerStats,
-    telemetry: Telemetry,
+    metrics: InvocationMetrics,
 }
 
 /// Lambda's execution semantics over an execution backend. Cheap to clone.
@@ -85,18 +87,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Scheduler {
-    pub fn new(backend: Arc<dyn ExecutionBackend>, limits: Limits, recorder: Recorder) -> Self {
-        Scheduler {
+    /// A scheduler over `backend` that adds its invocation metrics to `metrics` (the
+    /// node's registry); fails only if they are registered there already.
+    pub fn new(
+        backend: Arc<dyn ExecutionBackend>,
+        limits: Limits,
+        recorder: Recorder,
+        metrics: &Registry,
+    ) -> prometheus::Result<Self> {
+        Ok(Scheduler {
             inner: Arc::new(Inner {
                 backend,
                 recorder,
                 core: Mutex::new(Core::new(limits)),
                 idle: Mutex::new(HashMap::new()),
-                registry: Mutex::new(Registry::default()),
+                registry: Mutex::new(PoolRegistry::default()),
                 stats: SchedulerStats::default(),
-                telemetry: Telemetry::new(),
+                metrics: InvocationMetrics::register(metrics)?,
             }),
-        }
+        })
     }
 
     pub fn backend(&self) -> &Arc<dyn ExecutionBackend> {
@@ -105,10 +114,6 @@ impl Scheduler {
 
     pub fn stats(&self) -> &SchedulerStats {
         &self.inner.stats
-    }
-
-    pub fn telemetry(&self) -> &Telemetry {
-        &self.inner.telemetry
     }
 
     pub fn limits(&self) -> Limits {
@@ -188,7 +193,7 @@ impl Scheduler {
                 .map_err(|e| InvokeError::Platform(format!("recording the invocation: {e}")))?;
             let guest = result.duration + result.init_duration.unwrap_or_default();
             let overhead = since.elapsed().unwrap_or_default().saturating_sub(guest);
-            this.inner.telemetry.invocation(&record, &result, overhead);
+            this.inner.metrics.invocation(&record, &result, overhead);
             Ok(result)
         })
         .await
@@ -214,7 +219,7 @@ impl Scheduler {
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
                 if let Some(function) = self.function_of(pool) {
-                    self.inner.telemetry.throttle(&function, reason);
+                    self.inner.metrics.throttle(&function, reason);
                 }
                 return Err(InvokeError::Throttled(reason));
             }
