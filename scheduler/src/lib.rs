@@ -14,6 +14,8 @@ pub mod invocation;
 pub mod metrics;
 pub mod recorder;
 pub mod scheduler;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 #[cfg(test)]
 mod core_tests;

@@ -86,6 +86,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The scheduler's clock: tokio's, so that tests with paused time move idle timeouts and
+/// burst refills; outside such tests it is the monotonic clock itself.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 impl Scheduler {
     /// A scheduler over `backend` that adds its invocation metrics to `metrics` (the
     /// node's registry); fails only if they are registered there already.
@@ -205,7 +211,7 @@ impl Scheduler {
         pool: PoolId,
         input: InvocationInput,
     ) -> Result<InvocationResult, InvokeError> {
-        let admission = lock(&self.inner.core).admit(pool, Instant::now());
+        let admission = lock(&self.inner.core).admit(pool, now());
         let stats = &self.inner.stats;
         let (env_id, mut env) = match admission {
             None => return Err(InvokeError::Gone),
@@ -227,7 +233,7 @@ impl Scheduler {
                 Some(env) => (env_id, env),
                 None => {
                     // The core and the idle map disagree: never expected; heal by forgetting.
-                    lock(&self.inner.core).finish(env_id, false, Instant::now());
+                    lock(&self.inner.core).finish(env_id, false, now());
                     return Err(InvokeError::Platform("lost an idle environment".into()));
                 }
             },
@@ -236,17 +242,17 @@ impl Scheduler {
                     self.shut_down(victim);
                 }
                 let Some((spec, init_type)) = self.spec_of(pool) else {
-                    lock(&self.inner.core).env_started(env_id, false, Instant::now());
+                    lock(&self.inner.core).env_started(env_id, false, now());
                     return Err(InvokeError::Gone);
                 };
                 match self.inner.backend.create_environment(spec, init_type).await {
                     Ok(env) => {
                         stats.environments_created.fetch_add(1, Ordering::Relaxed);
-                        lock(&self.inner.core).env_started(env_id, true, Instant::now());
+                        lock(&self.inner.core).env_started(env_id, true, now());
                         (env_id, env)
                     }
                     Err(e) => {
-                        lock(&self.inner.core).env_started(env_id, false, Instant::now());
+                        lock(&self.inner.core).env_started(env_id, false, now());
                         return Err(match e {
                             EnvironmentError::Exhausted => InvokeError::NoCapacity,
                             other => InvokeError::Platform(other.to_string()),
@@ -265,7 +271,7 @@ impl Scheduler {
             // The environment must be in the idle map before the core may hand it out
             // again, so both are updated under the core's lock.
             let mut core = lock(&self.inner.core);
-            match core.finish(env_id, keep, Instant::now()) {
+            match core.finish(env_id, keep, now()) {
                 Some(Action::Shutdown(_)) => {
                     stats.environments_shut_down.fetch_add(1, Ordering::Relaxed);
                     drop(core);
@@ -312,7 +318,7 @@ impl Scheduler {
             };
             let ok = created.is_some();
             let mut core = lock(&this.inner.core);
-            let wanted = core.env_started(env_id, ok, Instant::now());
+            let wanted = core.env_started(env_id, ok, now());
             if let Some(env) = created {
                 this.inner
                     .stats
@@ -328,7 +334,7 @@ impl Scheduler {
 
     /// Housekeeping: scale idle environments to zero and keep provisioned pools full.
     pub fn tick(&self) {
-        let actions = lock(&self.inner.core).tick(Instant::now());
+        let actions = lock(&self.inner.core).tick(now());
         self.apply(actions);
     }
 
