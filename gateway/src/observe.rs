@@ -1,5 +1,11 @@
 //! What operators read: Prometheus's `/metrics`, the `/lamina/status` snapshot, and the
 //! per-route HTTP metrics every request feeds.
+//!
+//! The registry belongs to the node; the scheduler's counters are already in it. This
+//! module adds the HTTP metrics and the gauges of current state (see [`gauges`]), which
+//! it fills from their owners when `/metrics` is scraped.
+
+mod gauges;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -10,33 +16,64 @@ use axum::response::{IntoResponse, Response};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use serde_json::{Value, json};
 
+use self::gauges::NodeGauges;
 use crate::error::ApiError;
 use crate::state::AppState;
+
+/// The node's registry and what the HTTP edge adds to it. Cheap to clone.
+#[derive(Clone)]
+pub struct Observer {
+    registry: Registry,
+    http: HttpMetrics,
+    gauges: NodeGauges,
+}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observer").finish_non_exhaustive()
+    }
+}
+
+impl Observer {
+    /// Adds the HTTP metrics and state gauges to `registry`. A second gateway on the same
+    /// registry keeps its own (unexported) copies instead of failing: what `/metrics`
+    /// shows is then the first gateway's.
+    pub fn new(registry: Registry) -> Self {
+        let (http, gauges) = Self::register(&registry).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "gateway metrics already registered; not exported twice");
+            Self::register(&Registry::new()).expect("a fresh registry accepts them")
+        });
+        Observer {
+            registry,
+            http,
+            gauges,
+        }
+    }
+
+    fn register(registry: &Registry) -> prometheus::Result<(HttpMetrics, NodeGauges)> {
+        Ok((
+            HttpMetrics::register(registry)?,
+            NodeGauges::register(registry)?,
+        ))
+    }
+
+    /// The text exposition format of every metric in the node's registry.
+    pub fn encode(&self) -> String {
+        prometheus::TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
+    }
+}
 
 /// Requests by route template (never the raw path: names and ids would explode the
 /// series count) and status.
 #[derive(Clone)]
-pub struct HttpMetrics {
+struct HttpMetrics {
     requests: IntCounterVec,
     duration: HistogramVec,
 }
 
-impl std::fmt::Debug for HttpMetrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpMetrics").finish_non_exhaustive()
-    }
-}
-
 impl HttpMetrics {
-    /// Adds the HTTP metrics to `registry`. A second gateway on the same scheduler keeps
-    /// counting for itself instead of failing.
-    pub fn new(registry: &Registry) -> Self {
-        Self::register(registry).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "HTTP metrics already registered; not exported twice");
-            Self::register(&Registry::new()).expect("a fresh registry accepts them")
-        })
-    }
-
     fn register(registry: &Registry) -> prometheus::Result<Self> {
         let requests = IntCounterVec::new(
             Opts::new(
@@ -50,7 +87,7 @@ impl HttpMetrics {
                 "lamina_http_request_duration_seconds",
                 "Time to the response head, by route template and method.",
             )
-            .buckets(scheduler::telemetry::DURATION_BUCKETS.to_vec()),
+            .buckets(scheduler::metrics::DURATION_BUCKETS.to_vec()),
             &["route", "method"],
         )?;
         registry.register(Box::new(requests.clone()))?;
@@ -73,7 +110,7 @@ pub async fn count_requests(
     let route = request.extensions().get::<MatchedPath>().cloned();
     let resp = next.run(request).await;
     let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
-    let m = &state.http_metrics;
+    let m = &state.observer.http;
     m.requests
         .with_label_values(&[route, method.as_str(), resp.status().as_str()])
         .inc();
@@ -108,22 +145,24 @@ fn ledger_state(state: &AppState) -> (u64, Duration) {
 
 /// `GET /metrics`: Prometheus's text exposition format.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let telemetry = state.scheduler.telemetry();
+    let gauges = &state.observer.gauges;
     let limits = state.scheduler.limits();
-    telemetry.observe_pools(&state.scheduler.snapshot(), limits.account_concurrency);
+    gauges
+        .pools
+        .observe(&state.scheduler.snapshot(), limits.account_concurrency);
     match queue_state(&state).await {
-        Ok((depth, age)) => telemetry.observe_queue(depth, age),
+        Ok((depth, age)) => gauges.queue.observe(depth, age),
         // Stale queue gauges are better than no metrics while the database is away.
         Err(e) => tracing::warn!(error = %e, "cannot read the async queue depth for /metrics"),
     }
     let (backlog, lag) = ledger_state(&state);
-    telemetry.observe_ledger(backlog, lag);
+    gauges.ledger.observe(backlog, lag);
     if let Some(models) = state.scheduler.backend().model_cache() {
-        telemetry.observe_models(&models);
+        gauges.models.observe(&models);
     }
     let since = crate::api::quality::window_start_us(state.config.quality_window);
     match store::quality::scores(&state.db, None, since).await {
-        Ok(scores) => telemetry.observe_quality(
+        Ok(scores) => gauges.quality.observe(
             scores
                 .iter()
                 .map(|(v, s)| (&*v.account_id, &*v.function_name, &*v.version, s)),
@@ -132,7 +171,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     }
     (
         [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
-        telemetry.encode(),
+        state.observer.encode(),
     )
         .into_response()
 }

@@ -36,7 +36,8 @@ pub struct Inner {
     pub spool: Spool,
     /// Wakes the async dispatcher when an Event invocation is queued.
     pub async_notify: Arc<tokio::sync::Notify>,
-    pub http_metrics: crate::observe::HttpMetrics,
+    /// The node's metrics registry with the HTTP metrics and state gauges added.
+    pub observer: crate::observe::Observer,
     /// Access keys, for request signatures.
     pub keys: crate::auth::KeyRing,
 }
@@ -61,6 +62,8 @@ pub struct Services {
     pub spool: Spool,
     pub async_notify: Arc<tokio::sync::Notify>,
     pub accounts: store::accounts::Accounts,
+    /// The node's metrics registry; the scheduler's counters are already in it.
+    pub metrics: prometheus::Registry,
 }
 
 impl AppState {
@@ -73,10 +76,11 @@ impl AppState {
             spool,
             async_notify,
             accounts,
+            metrics,
         } = services;
         AppState(Arc::new(Inner {
             arns: ArnBuilder::new(config.region.clone()),
-            http_metrics: crate::observe::HttpMetrics::new(scheduler.telemetry().registry()),
+            observer: crate::observe::Observer::new(metrics),
             keys: crate::auth::KeyRing::new(accounts),
             invoker: Invoker::new(scheduler.clone(), catalog.clone()),
             config,

@@ -137,8 +137,10 @@ impl Node {
         });
         let worker = Worker::new(worker_config).context("starting the worker")?;
         let backend: Arc<dyn ExecutionBackend> = Arc::new(worker);
+        let metrics = metrics_registry();
         let recorder = Recorder::new(spool.clone(), config.price);
-        let scheduler = Scheduler::new(backend.clone(), config.limits, recorder);
+        let scheduler = Scheduler::new(backend.clone(), config.limits, recorder, &metrics)
+            .context("registering the scheduler's metrics")?;
         let queue = Queue::new(db.clone());
         let notify = Arc::new(Notify::new());
 
@@ -150,7 +152,9 @@ impl Node {
             queue.clone(),
             notify.clone(),
             config.dispatch.clone(),
-        );
+            &metrics,
+        )
+        .context("registering the dispatcher's metrics")?;
         dispatcher
             .recover()
             .await
@@ -172,6 +176,7 @@ impl Node {
                 spool,
                 async_notify: notify,
                 accounts,
+                metrics,
             },
         );
         let mut tasks = Vec::new();
@@ -245,6 +250,22 @@ impl Node {
         self.shutdown().await;
         Ok(())
     }
+}
+
+/// The node's one Prometheus registry: the process's own figures here, the scheduler's
+/// and dispatcher's counters added by them, the HTTP edge's metrics and state gauges by
+/// the gateway. Each node has its own, so nodes started side by side in one process
+/// (tests) never clash.
+fn metrics_registry() -> prometheus::Registry {
+    let registry = prometheus::Registry::new();
+    #[cfg(target_os = "linux")]
+    {
+        let process = prometheus::process_collector::ProcessCollector::for_self();
+        if let Err(e) = registry.register(Box::new(process)) {
+            tracing::warn!(error = %e, "cannot export the process's metrics");
+        }
+    }
+    registry
 }
 
 /// Brings the scheduler back to the catalog's settings after a restart, and loads each

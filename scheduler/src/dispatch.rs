@@ -21,8 +21,8 @@ use store::{AsyncEvent, Catalog, EventInvokeConfig, FunctionEntry, Queue, Settle
 use tokio::sync::{Notify, Semaphore};
 
 use crate::invocation::{InvocationRequest, Invoker, Target};
+use crate::metrics::{AsyncMetrics, DeliveryTarget};
 use crate::scheduler::{InvokeError, Scheduler};
-use crate::telemetry::DeliveryTarget;
 
 #[derive(Debug, Clone)]
 pub struct DispatchConfig {
@@ -81,6 +81,7 @@ struct Inner {
     notify: Arc<Notify>,
     owner: String,
     config: DispatchConfig,
+    metrics: AsyncMetrics,
     /// Throttles seen per event, for backoff; lost on restart, which only resets backoff.
     throttles: Mutex<HashMap<String, u32>>,
 }
@@ -105,14 +106,17 @@ fn as_json(bytes: &[u8]) -> Value {
 }
 
 impl Dispatcher {
+    /// A dispatcher that adds its async-event metrics to `metrics` (the node's registry);
+    /// fails only if they are registered there already.
     pub fn new(
         scheduler: Scheduler,
         catalog: Arc<Catalog>,
         queue: Queue,
         notify: Arc<Notify>,
         config: DispatchConfig,
-    ) -> Self {
-        Dispatcher {
+        metrics: &prometheus::Registry,
+    ) -> prometheus::Result<Self> {
+        Ok(Dispatcher {
             inner: Arc::new(Inner {
                 invoker: Invoker::new(scheduler, catalog.clone()),
                 catalog,
@@ -120,9 +124,10 @@ impl Dispatcher {
                 notify,
                 owner: uuid::Uuid::new_v4().to_string(),
                 config,
+                metrics: AsyncMetrics::register(metrics)?,
                 throttles: Mutex::new(HashMap::new()),
             }),
-        }
+        })
     }
 
     /// Settles events a killed process left running: an attempt the ledger knows ended is
@@ -275,11 +280,9 @@ impl Dispatcher {
             attempt: event.attempts + 1,
         };
         let waited = Duration::from_millis((now_ms() - event.received_at_ms).max(0) as u64);
-        self.inner.invoker.scheduler().telemetry().queue_wait(
-            &entry.account_id,
-            &entry.name,
-            waited,
-        );
+        self.inner
+            .metrics
+            .queue_wait(&entry.account_id, &entry.name, waited);
         match self.inner.invoker.invoke(target, request).await {
             Ok(result) if result.outcome == Outcome::PlatformError => self.back_off(event),
             Ok(result) => {
@@ -346,7 +349,7 @@ impl Dispatcher {
             let follow_up = config.on_success.as_deref().and_then(|dest| {
                 let record = self.record(&entry, event, Condition::Success, attempts, result);
                 let follow_up = self.destination_event(&entry, dest, record);
-                self.inner.invoker.scheduler().telemetry().delivery(
+                self.inner.metrics.delivery(
                     &entry.account_id,
                     &entry.name,
                     DeliveryTarget::OnSuccess,
@@ -358,11 +361,7 @@ impl Dispatcher {
         }
         let config = self.event_config(&entry, &event.qualifier);
         if attempts <= self.max_retries(&config) {
-            self.inner
-                .invoker
-                .scheduler()
-                .telemetry()
-                .retry(&entry.account_id, &entry.name);
+            self.inner.metrics.retry(&entry.account_id, &entry.name);
             let delay = self.inner.config.retry_base * attempts;
             return Settlement::Retry {
                 attempts,
@@ -390,13 +389,13 @@ impl Dispatcher {
         result: Option<&InvocationResult>,
         error_type: Option<&str>,
     ) -> Settlement {
-        let telemetry = self.inner.invoker.scheduler().telemetry();
-        telemetry.dropped(&entry.account_id, &entry.name, condition.as_str());
+        let metrics = &self.inner.metrics;
+        metrics.dropped(&entry.account_id, &entry.name, condition.as_str());
         let config = self.event_config(entry, &event.qualifier);
         if let Some(dest) = config.on_failure.as_deref() {
             let record = self.record(entry, event, condition, event.attempts, result);
             let follow_up = self.destination_event(entry, dest, record);
-            telemetry.delivery(
+            metrics.delivery(
                 &entry.account_id,
                 &entry.name,
                 DeliveryTarget::OnFailure,
@@ -411,7 +410,7 @@ impl Dispatcher {
             tracing::info!(request_id = %event.request_id, error = error_type.unwrap_or(""), "dead-lettering an async event");
             // A DLQ receives the original event, as Lambda's does.
             let follow_up = self.destination_event(entry, &target, as_json(&event.payload));
-            telemetry.delivery(
+            metrics.delivery(
                 &entry.account_id,
                 &entry.name,
                 DeliveryTarget::DeadLetter,

@@ -12,7 +12,7 @@ use protocol::{InvocationInput, InvocationResult, InvocationType, Payload, Runti
 use store::{Catalog, FunctionEntry, VersionRecord};
 
 use crate::core::{FunctionKey, PoolId};
-use crate::record::InvocationMeta;
+use crate::recorder::InvocationMeta;
 use crate::scheduler::{InvokeError, Scheduler};
 
 /// Identifies one immutable function version for the pools: a new revision of the same

@@ -4,14 +4,18 @@
 //! [`core`] holds the decisions as pure code (events in, actions out, no IO, no clock);
 //! [`scheduler::Scheduler`] is the thin adapter that owns live environments and talks to
 //! the execution backend and the timers; [`invocation::Invoker`] is the one entry point
-//! that turns a chosen function version into an invocation.
+//! that turns a chosen function version into an invocation; [`recorder::Recorder`] spools
+//! each invocation's ledger and log records; [`metrics`] holds the counters the scheduler
+//! and the dispatcher move, registered in the node's registry.
 
 pub mod core;
 pub mod dispatch;
 pub mod invocation;
-pub mod record;
+pub mod metrics;
+pub mod recorder;
 pub mod scheduler;
-pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 #[cfg(test)]
 mod core_tests;
@@ -19,6 +23,6 @@ mod core_tests;
 pub use crate::core::{FunctionKey, Limits, PoolId, ReserveError, ThrottleReason};
 pub use dispatch::{DispatchConfig, Dispatcher};
 pub use invocation::{InvocationRequest, Invoker, PoolKey, Target};
-pub use record::{InvocationMeta, Recorder};
+pub use metrics::{AsyncMetrics, DeliveryTarget, InvocationMetrics};
+pub use recorder::{InvocationMeta, Recorder};
 pub use scheduler::{InvokeError, PoolSnapshot, Scheduler, SchedulerStats};
-pub use telemetry::{DeliveryTarget, Telemetry};

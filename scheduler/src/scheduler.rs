@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use prometheus::Registry;
 use protocol::{
     EnvironmentError, ExecutionBackend, ExecutionEnvironment, InitializationType, InvocationInput,
     InvocationResult, SharedSpec, StartKind,
@@ -15,8 +16,8 @@ use crate::core::{
     Action, Admission, Core, EnvId, FunctionKey, Limits, PoolCounts, PoolId, ThrottleReason,
 };
 use crate::invocation::PoolKey;
-use crate::record::{InvocationMeta, Recorder};
-use crate::telemetry::Telemetry;
+use crate::metrics::InvocationMetrics;
+use crate::recorder::{InvocationMeta, Recorder};
 
 /// Why an invocation did not run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,8 +45,9 @@ pub struct SchedulerStats {
     pub environments_shut_down: AtomicU64,
 }
 
+/// The pools the scheduler knows, by key and by id.
 #[derive(Default)]
-struct Registry {
+struct PoolRegistry {
     by_key: HashMap<PoolKey, PoolId>,
     pools: HashMap<PoolId, PoolEntry>,
     next: u64,
@@ -63,9 +65,9 @@ struct Inner {
     recorder: Recorder,
     core: Mutex<Core>,
     idle: Mutex<HashMap<EnvId, Box<dyn ExecutionEnvironment>>>,
-    registry: Mutex<Registry>,
+    registry: Mutex<PoolRegistry>,
     stats: SchedulerStats,
-    telemetry: Telemetry,
+    metrics: InvocationMetrics,
 }
 
 /// Lambda's execution semantics over an execution backend. Cheap to clone.
@@ -84,19 +86,32 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The scheduler's clock: tokio's, so that tests with paused time move idle timeouts and
+/// burst refills; outside such tests it is the monotonic clock itself.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 impl Scheduler {
-    pub fn new(backend: Arc<dyn ExecutionBackend>, limits: Limits, recorder: Recorder) -> Self {
-        Scheduler {
+    /// A scheduler over `backend` that adds its invocation metrics to `metrics` (the
+    /// node's registry); fails only if they are registered there already.
+    pub fn new(
+        backend: Arc<dyn ExecutionBackend>,
+        limits: Limits,
+        recorder: Recorder,
+        metrics: &Registry,
+    ) -> prometheus::Result<Self> {
+        Ok(Scheduler {
             inner: Arc::new(Inner {
                 backend,
                 recorder,
                 core: Mutex::new(Core::new(limits)),
                 idle: Mutex::new(HashMap::new()),
-                registry: Mutex::new(Registry::default()),
+                registry: Mutex::new(PoolRegistry::default()),
                 stats: SchedulerStats::default(),
-                telemetry: Telemetry::new(),
+                metrics: InvocationMetrics::register(metrics)?,
             }),
-        }
+        })
     }
 
     pub fn backend(&self) -> &Arc<dyn ExecutionBackend> {
@@ -105,10 +120,6 @@ impl Scheduler {
 
     pub fn stats(&self) -> &SchedulerStats {
         &self.inner.stats
-    }
-
-    pub fn telemetry(&self) -> &Telemetry {
-        &self.inner.telemetry
     }
 
     pub fn limits(&self) -> Limits {
@@ -188,7 +199,7 @@ impl Scheduler {
                 .map_err(|e| InvokeError::Platform(format!("recording the invocation: {e}")))?;
             let guest = result.duration + result.init_duration.unwrap_or_default();
             let overhead = since.elapsed().unwrap_or_default().saturating_sub(guest);
-            this.inner.telemetry.invocation(&record, &result, overhead);
+            this.inner.metrics.invocation(&record, &result, overhead);
             Ok(result)
         })
         .await
@@ -200,7 +211,7 @@ impl Scheduler {
         pool: PoolId,
         input: InvocationInput,
     ) -> Result<InvocationResult, InvokeError> {
-        let admission = lock(&self.inner.core).admit(pool, Instant::now());
+        let admission = lock(&self.inner.core).admit(pool, now());
         let stats = &self.inner.stats;
         let (env_id, mut env) = match admission {
             None => return Err(InvokeError::Gone),
@@ -214,7 +225,7 @@ impl Scheduler {
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
                 if let Some(function) = self.function_of(pool) {
-                    self.inner.telemetry.throttle(&function, reason);
+                    self.inner.metrics.throttle(&function, reason);
                 }
                 return Err(InvokeError::Throttled(reason));
             }
@@ -222,7 +233,7 @@ impl Scheduler {
                 Some(env) => (env_id, env),
                 None => {
                     // The core and the idle map disagree: never expected; heal by forgetting.
-                    lock(&self.inner.core).finish(env_id, false, Instant::now());
+                    lock(&self.inner.core).finish(env_id, false, now());
                     return Err(InvokeError::Platform("lost an idle environment".into()));
                 }
             },
@@ -231,17 +242,17 @@ impl Scheduler {
                     self.shut_down(victim);
                 }
                 let Some((spec, init_type)) = self.spec_of(pool) else {
-                    lock(&self.inner.core).env_started(env_id, false, Instant::now());
+                    lock(&self.inner.core).env_started(env_id, false, now());
                     return Err(InvokeError::Gone);
                 };
                 match self.inner.backend.create_environment(spec, init_type).await {
                     Ok(env) => {
                         stats.environments_created.fetch_add(1, Ordering::Relaxed);
-                        lock(&self.inner.core).env_started(env_id, true, Instant::now());
+                        lock(&self.inner.core).env_started(env_id, true, now());
                         (env_id, env)
                     }
                     Err(e) => {
-                        lock(&self.inner.core).env_started(env_id, false, Instant::now());
+                        lock(&self.inner.core).env_started(env_id, false, now());
                         return Err(match e {
                             EnvironmentError::Exhausted => InvokeError::NoCapacity,
                             other => InvokeError::Platform(other.to_string()),
@@ -260,7 +271,7 @@ impl Scheduler {
             // The environment must be in the idle map before the core may hand it out
             // again, so both are updated under the core's lock.
             let mut core = lock(&self.inner.core);
-            match core.finish(env_id, keep, Instant::now()) {
+            match core.finish(env_id, keep, now()) {
                 Some(Action::Shutdown(_)) => {
                     stats.environments_shut_down.fetch_add(1, Ordering::Relaxed);
                     drop(core);
@@ -307,7 +318,7 @@ impl Scheduler {
             };
             let ok = created.is_some();
             let mut core = lock(&this.inner.core);
-            let wanted = core.env_started(env_id, ok, Instant::now());
+            let wanted = core.env_started(env_id, ok, now());
             if let Some(env) = created {
                 this.inner
                     .stats
@@ -323,7 +334,7 @@ impl Scheduler {
 
     /// Housekeeping: scale idle environments to zero and keep provisioned pools full.
     pub fn tick(&self) {
-        let actions = lock(&self.inner.core).tick(Instant::now());
+        let actions = lock(&self.inner.core).tick(now());
         self.apply(actions);
     }
 

@@ -17,7 +17,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use bytes::Bytes;
 use protocol::quality::Scores;
-use scheduler::record::micros;
+use scheduler::recorder::micros;
 use serde::Deserialize;
 use serde_json::{Value, json};
 

@@ -1,5 +1,7 @@
-//! Turns invocation results into ledger and log records and puts them in the spool before
-//! anyone sees the result.
+//! The scheduler's side of the ledger: turns invocation results into ledger and log
+//! records and puts them in the store's spool before anyone sees the result. (The store's
+//! `ledger` module is the other side: the spool file and the writer that moves it into
+//! the database.)
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
