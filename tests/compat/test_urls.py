@@ -303,28 +303,32 @@ def test_alias_url_runs_the_alias_version(client, make_function):
 
 
 def test_weighted_alias_over_two_guest_kinds_never_fails(client, make_function):
-    # Version 1 is a handler guest, version 2 a wasi:http guest; the alias splits traffic.
-    # Each call must draw its version once and shape the request for that version's kind:
-    # a handler handed a raw HTTP request (or the reverse) used to surface as a 500.
+    # Version 1 is a handler guest, version 2 a wasi:http guest; each alias splits traffic
+    # between them, one primary each way. Each call must draw its version once and shape
+    # the request for that version's kind: a handler handed a raw HTTP request used to
+    # surface as a 500.
     name = make_function("echo")
     client.publish_version(FunctionName=name)
     client.update_function_code(FunctionName=name, ZipFile=wasm_zip("http-hello"))
     client.publish_version(FunctionName=name)
-    client.create_alias(
-        FunctionName=name,
-        Name="canary",
-        FunctionVersion="1",
-        RoutingConfig={"AdditionalVersionWeights": {"2": 0.5}},
-    )
-    config = client.create_function_url_config(FunctionName=name, Qualifier="canary", AuthType="NONE")
-    served = {"handler": 0, "wasi:http": 0}
-    for _ in range(60):
-        r = requests.get(config["FunctionUrl"], timeout=30)
-        assert r.status_code == 200, (r.status_code, r.text)
-        if r.text == "Hello from wasi:http":
-            served["wasi:http"] += 1
-        else:
-            assert r.json()["rawPath"] == "/", r.text
-            served["handler"] += 1
-    # 60 draws at 50 %: both versions serve (one missing has odds of 2^-59).
-    assert served["handler"] > 0 and served["wasi:http"] > 0, served
+    for alias, primary, extra in (("handler-first", "1", "2"), ("http-first", "2", "1")):
+        client.create_alias(
+            FunctionName=name,
+            Name=alias,
+            FunctionVersion=primary,
+            RoutingConfig={"AdditionalVersionWeights": {extra: 0.5}},
+        )
+        config = client.create_function_url_config(
+            FunctionName=name, Qualifier=alias, AuthType="NONE"
+        )
+        served = {"handler": 0, "wasi:http": 0}
+        for _ in range(60):
+            r = requests.get(config["FunctionUrl"], timeout=30)
+            assert r.status_code == 200, (alias, r.status_code, r.text)
+            if r.text == "Hello from wasi:http":
+                served["wasi:http"] += 1
+            else:
+                assert r.json()["rawPath"] == "/", r.text
+                served["handler"] += 1
+        # 60 draws at 50 %: both versions serve (one missing has odds of 2^-59).
+        assert served["handler"] > 0 and served["wasi:http"] > 0, (alias, served)
