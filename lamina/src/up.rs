@@ -37,6 +37,10 @@ fn config(args: &UpArgs, public: String) -> NodeConfig {
     }
     c.models.budget_bytes = usize::try_from(args.model_budget_mb << 20).unwrap_or(usize::MAX);
     c.models.ttl = Duration::from_secs_f64(args.model_ttl);
+    c.connections = gateway::ConnectionLimits {
+        header_read_timeout: Duration::from_secs_f64(args.header_read_timeout),
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+    };
     c.price = Price {
         per_million_requests: args.price_per_million_requests,
         per_gb_second: args.price_per_gb_second,
