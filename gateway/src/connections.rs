@@ -141,10 +141,11 @@ async fn connection<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Activity::new();
-    let idle = activity.idle_for(limits.header_read_timeout);
+    let idle = activity.idle_for(limits.header_read_timeout, Instant::now());
+    let requests = activity.clone();
     let service =
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-            let in_flight = activity.begin();
+            let in_flight = requests.begin();
             let mut request = request.map(axum::body::Body::new);
             request
                 .extensions_mut()
@@ -176,8 +177,10 @@ async fn connection<S>(
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn, idle);
     // hyper has no idle limit before it knows the protocol or on HTTP/2; `idle` covers
-    // those. Once asked to close, the connection finishes what is in flight.
-    let mut closed = false;
+    // those. A connection asked to close finishes what is in flight; one that is still
+    // open a further idle period later (an HTTP/2 peer that never answers the GOAWAY's
+    // ping) is dropped.
+    let mut closing_since = None;
     loop {
         tokio::select! {
             ended = conn.as_mut() => {
@@ -186,14 +189,22 @@ async fn connection<S>(
                 }
                 return;
             }
-            _ = &mut idle, if !closed => {
+            _ = &mut idle => {
+                if closing_since.is_some() {
+                    tracing::debug!(%peer, "dropping a connection that did not close");
+                    return;
+                }
                 tracing::debug!(%peer, "closing a connection without requests");
                 conn.as_mut().graceful_shutdown();
-                closed = true;
+                let now = Instant::now();
+                closing_since = Some(now);
+                idle.set(activity.idle_for(limits.header_read_timeout, now));
             }
-            _ = closing.wait_for(|c| *c), if !closed => {
+            _ = closing.wait_for(|c| *c), if closing_since.is_none() => {
                 conn.as_mut().graceful_shutdown();
-                closed = true;
+                let now = Instant::now();
+                closing_since = Some(now);
+                idle.set(activity.idle_for(limits.header_read_timeout, now));
             }
         }
     }
@@ -225,15 +236,21 @@ impl Activity {
         InFlight(self.clone())
     }
 
-    /// Resolves once the connection has had no request in flight for `limit`.
-    fn idle_for(&self, limit: Duration) -> impl Future<Output = ()> + Send + 'static {
+    /// Resolves once the connection has had no request in flight for `limit`, counting
+    /// from `not_before` at the earliest.
+    fn idle_for(
+        &self,
+        limit: Duration,
+        not_before: Instant,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let mut busy = self.0.subscribe();
         async move {
             loop {
                 let now = *busy.borrow_and_update();
                 if now.in_flight == 0 {
+                    let since = now.idle_since.max(not_before);
                     tokio::select! {
-                        _ = tokio::time::sleep_until(now.idle_since + limit) => return,
+                        _ = tokio::time::sleep_until(since + limit) => return,
                         changed = busy.changed() => if changed.is_err() { break },
                     }
                 } else if busy.changed().await.is_err() {
@@ -268,7 +285,7 @@ mod tests {
     #[tokio::test]
     async fn idle_counts_from_the_end_of_the_last_request() {
         let activity = Activity::new();
-        let idle = activity.idle_for(LIMIT);
+        let idle = activity.idle_for(LIMIT, Instant::now());
         tokio::pin!(idle);
         tokio::time::sleep(LIMIT / 2).await;
         let request = activity.begin();
@@ -288,7 +305,7 @@ mod tests {
     async fn a_connection_without_requests_is_idle_after_the_limit() {
         let activity = Activity::new();
         let started = Instant::now();
-        activity.idle_for(LIMIT).await;
+        activity.idle_for(LIMIT, Instant::now()).await;
         let waited = started.elapsed();
         assert!(waited >= LIMIT && waited < LIMIT * 5, "{waited:?}");
     }
