@@ -309,4 +309,14 @@ mod tests {
         let waited = started.elapsed();
         assert!(waited >= LIMIT && waited < LIMIT * 5, "{waited:?}");
     }
+
+    #[tokio::test]
+    async fn a_connection_asked_to_close_gets_a_further_period() {
+        let activity = Activity::new();
+        let started = Instant::now();
+        // Long idle already: the grace still counts from when it was asked to close.
+        activity.idle_for(LIMIT, started + LIMIT).await;
+        let waited = started.elapsed();
+        assert!(waited >= LIMIT * 2 && waited < LIMIT * 6, "{waited:?}");
+    }
 }
