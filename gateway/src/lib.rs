@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod connections;
 pub mod error;
 pub mod intake;
 pub mod observe;
@@ -14,14 +15,13 @@ pub mod tls;
 pub mod validate;
 pub mod wire;
 
-use std::net::SocketAddr;
-
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 
+pub use connections::ConnectionLimits;
 pub use error::ApiError;
 pub use state::{AppState, GatewayConfig, Services};
 
@@ -126,17 +126,20 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then finishes in-flight
-/// requests.
+/// requests; `limits` bound what each connection may cost (see [`connections`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
+    connections::serve(
         listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        router,
+        limits,
+        |tcp, _peer| async move { Some(tcp) },
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown)
     .await
 }
 

@@ -139,6 +139,19 @@ impl MissingFunction {
     }
 }
 
+/// A `{FunctionName}` path segment with `?Qualifier` merged in, each checked against
+/// Lambda's constraints before anything is looked up.
+fn parse_ref(raw: &str, query_qualifier: Option<&str>) -> Result<FunctionRef, ApiError> {
+    let parsed = FunctionRef::parse(raw).map_err(|e| ApiError::Validation(e.to_string()))?;
+    if let Some(q) = query_qualifier {
+        protocol::names::check_query_qualifier(q)
+            .map_err(|e| ApiError::Validation(e.to_string()))?;
+    }
+    parsed
+        .with_query_qualifier(query_qualifier)
+        .map_err(|e| ApiError::InvalidParameterValue(e.to_string()))
+}
+
 impl AppState {
     /// Parses a `{FunctionName}` path segment (merging `?Qualifier`) and finds the
     /// function in the caller's account.
@@ -158,10 +171,7 @@ impl AppState {
         query_qualifier: Option<&str>,
         missing: MissingFunction,
     ) -> Result<Resolved, ApiError> {
-        let parsed = FunctionRef::parse(raw).map_err(|e| ApiError::Validation(e.to_string()))?;
-        let parsed = parsed
-            .with_query_qualifier(query_qualifier)
-            .map_err(|e| ApiError::InvalidParameterValue(e.to_string()))?;
+        let parsed = parse_ref(raw, query_qualifier)?;
         self.find_as(account_id, parsed, missing)
     }
 
@@ -174,10 +184,7 @@ impl AppState {
         raw: &str,
         query_qualifier: Option<&str>,
     ) -> Result<Resolved, ApiError> {
-        let parsed = FunctionRef::parse(raw).map_err(|e| ApiError::Validation(e.to_string()))?;
-        let parsed = parsed
-            .with_query_qualifier(query_qualifier)
-            .map_err(|e| ApiError::InvalidParameterValue(e.to_string()))?;
+        let parsed = parse_ref(raw, query_qualifier)?;
         if let Some(owner) = parsed.account_id.as_deref()
             && owner != caller_account
             && parsed
@@ -229,10 +236,12 @@ impl AppState {
                 self.config.region
             )));
         }
+        // The 404 names the function as the client wrote it: an ARN in another account
+        // keeps that account, as on Lambda, instead of becoming the caller's own.
         let not_found = || {
             function_not_found(&missing.arn(
                 &self.arns,
-                account_id,
+                r.account_id.as_deref().unwrap_or(account_id),
                 &r.name,
                 r.qualifier.as_deref(),
             ))

@@ -32,11 +32,19 @@ const RESERVED_VARIABLES: &[&str] = &[
     "LAMBDA_RUNTIME_DIR",
 ];
 
-fn constraint(value: impl std::fmt::Display, field: &str, what: &str) -> ApiError {
+/// Lambda's message for a value that breaks a field's constraint. The value is quoted
+/// capped (see [`protocol::names::echo`]): fields can be megabytes long.
+pub fn constraint(value: impl std::fmt::Display, field: &str, what: &str) -> ApiError {
+    let value = value.to_string();
+    let value = protocol::names::echo(&value);
     ApiError::Validation(format!(
         "1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: {what}"
     ))
 }
+
+/// How much of an over-limit environment the 4 KB message quotes: Lambda shows the
+/// measured string, which is kept whole near the limit but not for a 70 MB request.
+const MAX_ENV_ECHO: usize = 2 * MAX_ENV_BYTES;
 
 pub fn memory(mb: u32) -> Result<u32, ApiError> {
     if mb < MIN_MEMORY {
@@ -88,7 +96,8 @@ pub fn ephemeral_storage(mb: u32) -> Result<u32, ApiError> {
 pub fn runtime(value: &str) -> Result<protocol::Runtime, ApiError> {
     protocol::Runtime::parse(value).ok_or_else(|| {
         ApiError::InvalidParameterValue(format!(
-            "Value {value} at 'runtime' failed to satisfy constraint: Member must satisfy enum value set: [{}] or be a valid ARN",
+            "Value {} at 'runtime' failed to satisfy constraint: Member must satisfy enum value set: [{}] or be a valid ARN",
+            protocol::names::echo(value),
             protocol::Runtime::SUPPORTED.join(", ")
         ))
     })
@@ -185,7 +194,8 @@ pub fn environment(vars: &BTreeMap<String, String>) -> Result<(), ApiError> {
     let measured = serde_json::to_string(vars).unwrap_or_default();
     if measured.len() > MAX_ENV_BYTES {
         return Err(ApiError::InvalidParameterValue(format!(
-            "Lambda was unable to configure your environment variables because the environment variables you have provided exceeded the 4KB limit. String measured: {measured}"
+            "Lambda was unable to configure your environment variables because the environment variables you have provided exceeded the 4KB limit. String measured: {}",
+            protocol::names::echo_within(&measured, MAX_ENV_ECHO)
         )));
     }
     Ok(())
@@ -267,6 +277,34 @@ mod tests {
         let e = new_function_name("invalid:function:name").unwrap_err();
         assert_eq!(e.error_type(), "ValidationException");
         assert!(e.to_string().contains("regular expression pattern"), "{e}");
+    }
+
+    #[test]
+    fn echoed_values_are_capped() {
+        let huge = "d".repeat(10 * 1024 * 1024);
+        let shown = format!("{}...(truncated)", "d".repeat(256));
+        assert_eq!(
+            description(&huge).unwrap_err().to_string(),
+            format!(
+                "1 validation error detected: Value '{shown}' at 'description' failed to satisfy constraint: Member must have length less than or equal to 256"
+            )
+        );
+        for e in [
+            handler(&huge).unwrap_err(),
+            role(&huge).unwrap_err(),
+            runtime(&huge).unwrap_err(),
+            new_function_name(&huge).unwrap_err(),
+        ] {
+            assert!(e.to_string().len() < 1024, "{}", e.error_type());
+            assert!(e.to_string().contains(&shown), "{}", e.error_type());
+        }
+        let mut vars = BTreeMap::new();
+        vars.insert("BIG".to_string(), huge.clone());
+        let e = environment(&vars).unwrap_err().to_string();
+        assert!(e.len() < 2 * MAX_ENV_BYTES + 512, "{} bytes", e.len());
+        let mut vars = BTreeMap::new();
+        vars.insert(huge, "x".to_string());
+        assert!(environment(&vars).unwrap_err().to_string().contains(&shown));
     }
 
     #[test]

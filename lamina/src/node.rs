@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use gateway::{AppState, GatewayConfig, Services};
+use gateway::{AppState, ConnectionLimits, GatewayConfig, Services};
 use protocol::{ExecutionBackend, Price};
 use scheduler::{DispatchConfig, Dispatcher, FunctionKey, Limits, Recorder, Scheduler};
 use store::accounts::{Accounts, ServerKey};
@@ -39,6 +39,8 @@ pub struct NodeConfig {
     pub runtimes_dir: Option<PathBuf>,
     /// How the node holds models; used when `worker` is None.
     pub models: ModelConfig,
+    /// What one client connection may cost: header-read timeout, connections at once.
+    pub connections: ConnectionLimits,
 }
 
 /// Where the built-in runtimes are when nobody says: `runtimes/` next to the lamina
@@ -72,6 +74,7 @@ impl NodeConfig {
             quality_window: Duration::from_secs(3600),
             runtimes_dir: default_runtimes_dir(),
             models: ModelConfig::default(),
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -85,6 +88,7 @@ pub struct Node {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     ledger: JoinHandle<()>,
+    connections: ConnectionLimits,
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -201,6 +205,7 @@ impl Node {
             }));
         }
         Ok(Node {
+            connections: config.connections,
             state,
             created_root_key,
             dispatcher,
@@ -240,10 +245,12 @@ impl Node {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         match tls {
-            Some(config) => gateway::tls::serve_tls(listener, self.router(), config, shutdown)
-                .await
-                .context("serving HTTPS")?,
-            None => gateway::serve(listener, self.router(), shutdown)
+            Some(config) => {
+                gateway::tls::serve_tls(listener, self.router(), config, self.connections, shutdown)
+                    .await
+                    .context("serving HTTPS")?
+            }
+            None => gateway::serve(listener, self.router(), self.connections, shutdown)
                 .await
                 .context("serving HTTP")?,
         }

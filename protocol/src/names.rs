@@ -20,6 +20,30 @@ pub const MAX_QUALIFIER_LEN: usize = 128;
 /// The special version that always points at the mutable configuration.
 pub const LATEST: &str = "$LATEST";
 
+/// The pattern of the `?Qualifier` query parameter, as Lambda quotes it.
+pub const QUALIFIER_PATTERN: &str = "(|[a-zA-Z0-9$_-]+)";
+
+/// Characters of a client's value that a validation message quotes back. A request may
+/// carry megabytes in one field; answering with all of it would let one request cost
+/// its size twice and fill logs, so longer values are cut here and marked.
+pub const ECHO_LIMIT: usize = 256;
+/// What follows a value cut at [`ECHO_LIMIT`].
+pub const ECHO_TRUNCATED: &str = "...(truncated)";
+
+/// `value` as a validation message may quote it: whole when short, else its first
+/// `limit` characters (never splitting one) followed by [`ECHO_TRUNCATED`].
+pub fn echo_within(value: &str, limit: usize) -> std::borrow::Cow<'_, str> {
+    match value.char_indices().nth(limit) {
+        None => std::borrow::Cow::Borrowed(value),
+        Some((cut, _)) => std::borrow::Cow::Owned(format!("{}{ECHO_TRUNCATED}", &value[..cut])),
+    }
+}
+
+/// [`echo_within`] at [`ECHO_LIMIT`].
+pub fn echo(value: &str) -> std::borrow::Cow<'_, str> {
+    echo_within(value, ECHO_LIMIT)
+}
+
 /// A reference to a function as a client wrote it, before it is resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionRef {
@@ -45,7 +69,7 @@ pub enum NameError {
 impl NameError {
     fn pattern(value: &str, field: &'static str, pattern: &str) -> Self {
         NameError::Constraint {
-            value: value.to_owned(),
+            value: echo(value).into_owned(),
             field,
             constraint: format!("Member must satisfy regular expression pattern: {pattern}"),
         }
@@ -53,7 +77,7 @@ impl NameError {
 
     fn too_long(value: &str, field: &'static str, max: usize) -> Self {
         NameError::Constraint {
-            value: value.to_owned(),
+            value: echo(value).into_owned(),
             field,
             constraint: format!("Member must have length less than or equal to {max}"),
         }
@@ -72,6 +96,29 @@ pub fn is_valid_function_name(name: &str) -> bool {
 /// Whether `q` is a valid qualifier: `$LATEST`, a version number or an alias name.
 pub fn is_valid_qualifier(q: &str) -> bool {
     q == LATEST || (!q.is_empty() && q.len() <= MAX_QUALIFIER_LEN && q.chars().all(is_name_char))
+}
+
+/// Checks a `?Qualifier` query parameter against Lambda's constraints for it, before
+/// anything looks it up: `../../etc` is a malformed request, not a missing version.
+pub fn check_query_qualifier(q: &str) -> Result<(), NameError> {
+    let field = "qualifier";
+    if q.is_empty() {
+        return Err(NameError::Constraint {
+            value: String::new(),
+            field,
+            constraint: "Member must have length greater than or equal to 1".into(),
+        });
+    }
+    if q.len() > MAX_QUALIFIER_LEN {
+        return Err(NameError::too_long(q, field, MAX_QUALIFIER_LEN));
+    }
+    if !q
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'$' | b'_' | b'-'))
+    {
+        return Err(NameError::pattern(q, field, QUALIFIER_PATTERN));
+    }
+    Ok(())
 }
 
 /// Whether `q` names a published version (digits only).
@@ -354,6 +401,41 @@ mod tests {
                 .qualifier
                 .as_deref(),
             Some("3")
+        );
+    }
+
+    #[test]
+    fn query_qualifiers_follow_lambdas_pattern() {
+        for ok in ["$LATEST", "7", "live", "a-b_c", &"q".repeat(128)] {
+            assert_eq!(check_query_qualifier(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(
+            check_query_qualifier("../../etc").unwrap_err().to_string(),
+            "1 validation error detected: Value '../../etc' at 'qualifier' failed to satisfy constraint: Member must satisfy regular expression pattern: (|[a-zA-Z0-9$_-]+)"
+        );
+        for bad in ["", "a b", "a/b", "%2e", "v1.2", &"q".repeat(129)] {
+            assert!(check_query_qualifier(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn echoed_values_are_capped() {
+        assert_eq!(echo("short"), "short");
+        let exact = "x".repeat(ECHO_LIMIT);
+        assert_eq!(echo(&exact), exact.as_str());
+        let long = "\u{e9}".repeat(10 * 1024 * 1024);
+        let shown = echo(&long);
+        assert_eq!(
+            shown,
+            format!("{}{ECHO_TRUNCATED}", "\u{e9}".repeat(ECHO_LIMIT))
+        );
+        let e = FunctionRef::parse(&"a".repeat(10_000))
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 600, "{} bytes", e.len());
+        assert!(
+            e.contains(&format!("'{}{ECHO_TRUNCATED}'", "a".repeat(ECHO_LIMIT))),
+            "{e}"
         );
     }
 

@@ -7,8 +7,9 @@ import os
 import urllib.parse
 import zipfile
 
+import pytest
 
-from conftest import UUID_RE, arn, expect_error, signed, unique
+from conftest import REGION, ROLE, UUID_RE, arn, expect_error, signed, unique, wasm_zip
 
 
 def get(lamina, path, **kwargs):
@@ -115,3 +116,70 @@ def test_success_responses_carry_a_request_id(lamina, client, make_function):
         client.delete_function(FunctionName=name),
     ):
         assert UUID_RE.match(resp["ResponseMetadata"]["RequestId"]), resp
+
+
+def test_a_huge_field_is_not_echoed_back_whole(unvalidated):
+    huge = "d" * (10 * 1024 * 1024)
+    e = expect_error(
+        unvalidated,
+        "ValidationException",
+        400,
+        lambda: unvalidated.create_function(
+            FunctionName=unique("echo"),
+            Runtime="wasm",
+            Role=ROLE,
+            Handler="function.wasm",
+            Description=huge,
+            Code={"ZipFile": wasm_zip("echo")},
+        ),
+        "1 validation error detected: Value '" + "d" * 256 + "...(truncated)' at 'description' "
+        "failed to satisfy constraint: Member must have length less than or equal to 256",
+    )
+    assert len(e.response["Error"]["Message"]) < 1024
+
+
+@pytest.mark.parametrize("qualifier", ["../../etc", "a/b", "v1.0", "q" * 129])
+def test_a_malformed_qualifier_is_a_validation_error(client, make_function, qualifier):
+    name = make_function("echo")
+    if len(qualifier) > 128:
+        constraint = "Member must have length less than or equal to 128"
+    else:
+        constraint = "Member must satisfy regular expression pattern: (|[a-zA-Z0-9$_-]+)"
+    message = (
+        f"1 validation error detected: Value '{qualifier}' at 'qualifier' "
+        f"failed to satisfy constraint: {constraint}"
+    )
+    for call in (
+        lambda: client.invoke(FunctionName=name, Qualifier=qualifier, Payload=b"{}"),
+        lambda: client.get_function(FunctionName=name, Qualifier=qualifier),
+        lambda: client.delete_function(FunctionName=name, Qualifier=qualifier),
+    ):
+        expect_error(client, "ValidationException", 400, call, message)
+    assert client.get_function(FunctionName=name)["Configuration"]["FunctionName"] == name
+
+
+def test_another_accounts_arn_is_named_as_given(client, make_function):
+    # The caller's own function of that name must not change the answer.
+    name = make_function("echo")
+    theirs = f"arn:aws:lambda:{REGION}:111111111111:function:{name}"
+    expect_error(
+        client,
+        "ResourceNotFoundException",
+        404,
+        lambda: client.invoke(FunctionName=theirs, Payload=b"{}"),
+        f"Function not found: {theirs}:$LATEST",
+    )
+    expect_error(
+        client,
+        "ResourceNotFoundException",
+        404,
+        lambda: client.get_function(FunctionName=theirs),
+        f"Function not found: {theirs}",
+    )
+    expect_error(
+        client,
+        "ResourceNotFoundException",
+        404,
+        lambda: client.get_function(FunctionName=f"{theirs}:live"),
+        f"Function not found: {theirs}:live",
+    )

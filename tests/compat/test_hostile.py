@@ -1,6 +1,7 @@
 """Hostile guests through the real API: reaching outside the sandbox's files, opening
 sockets, allocating far past MemorySize, unbounded recursion, an endless loop, flooding
-stdout, and a burst of all of them at once.
+stdout, and a burst of all of them at once. Then hostile clients: connections that send
+half a request, or nothing, and more of them than the node serves at once.
 
 Each must end as Lambda ends it (200 with FunctionError "Unhandled" and an
 errorType/errorMessage body, or the probe's own refusal) and leave the node healthy: an
@@ -11,6 +12,7 @@ resident memory stays bounded.
 import base64
 import concurrent.futures
 import json
+import os
 import socket
 import threading
 import time
@@ -18,6 +20,7 @@ import time
 import pytest
 import requests
 
+from conftest import ROLE, unique, wasm_zip
 from test_observability import scrape, value
 
 MIB = 1 << 20
@@ -352,3 +355,120 @@ def test_burst_of_hostile_invocations(lamina, make_function, healthy, listener):
         time.sleep(0.1)
     assert counted() == expected
     healthy()
+
+
+# Hostile clients: connections that never finish a request.
+
+HALF_HEADER = b"POST /2015-03-31/functions/f/invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le"
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+H2_EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def address(node):
+    host, port = node.endpoint.split("://", 1)[1].rsplit(":", 1)
+    return host, int(port)
+
+
+def stall(node, first=HALF_HEADER):
+    """A connection to the node that sends `first` and then nothing."""
+    s = socket.create_connection(address(node), timeout=30)
+    if first:
+        s.sendall(first)
+    return s
+
+
+def seconds_until_closed(s, limit=15):
+    """How long until the node closes `s` (whatever it answers first)."""
+    start = time.monotonic()
+    s.settimeout(limit)
+    try:
+        while s.recv(65536):
+            pass
+    except TimeoutError:
+        return float("inf")
+    except (ConnectionResetError, OSError):
+        # A reset, or a TLS connection cut without close_notify: closed all the same.
+        pass
+    return time.monotonic() - start
+
+
+def fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_stalled_and_idle_connections_are_closed(tmp_node):
+    node = tmp_node(extra=["--header-read-timeout", "1"])
+    sockets = {
+        "nothing sent": stall(node, b""),
+        "half a header": stall(node),
+        "half an HTTP/2 preface": stall(node, H2_PREFACE[:10]),
+        "HTTP/2 without a request": stall(node, H2_PREFACE + H2_EMPTY_SETTINGS),
+        "idle after a request": stall(node, b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
+    }
+    with concurrent.futures.ThreadPoolExecutor(len(sockets)) as pool:
+        closed = dict(zip(sockets, pool.map(seconds_until_closed, sockets.values())))
+    for s in sockets.values():
+        s.close()
+    # One second of timeout, plus a margin for a loaded machine.
+    assert all(0.5 < t < 5 for t in closed.values()), closed
+
+
+def test_more_stalled_connections_than_the_bound(tmp_node):
+    bound, stalled_count = 16, 48
+    node = tmp_node(extra=["--header-read-timeout", "2", "--max-connections", str(bound)])
+    setup = node.client()
+    name = setup.create_function(
+        FunctionName=unique("echo"), Runtime="wasm", Role=ROLE, Handler="function.wasm",
+        Code={"ZipFile": wasm_zip("echo")},
+    )["FunctionName"]
+    base = fds(node.proc.pid)
+    stalled = [stall(node) for _ in range(stalled_count)]
+    try:
+        # The node holds at most `bound` of them (one slot may still be the setup
+        # client's idle connection); the rest wait in the listen backlog.
+        node.wait_for(lambda: fds(node.proc.pid) >= base + bound - 1, what="accepted stalls")
+        assert fds(node.proc.pid) <= base + bound + 4, (base, fds(node.proc.pid))
+        started = time.monotonic()
+        resp = node.client().invoke(FunctionName=name, Payload=b'{"through": "the queue"}')
+        assert resp["Payload"].read() == b'{"through": "the queue"}'
+        # Behind at most stalled_count / bound rounds of the header-read timeout.
+        assert time.monotonic() - started < 2 * (stalled_count / bound) + 10
+        # The ones that waited were served (and closed for stalling) in their turn.
+        with concurrent.futures.ThreadPoolExecutor(stalled_count) as pool:
+            closed = list(pool.map(lambda s: seconds_until_closed(s, 30), stalled))
+        assert all(t < 30 for t in closed), closed
+    finally:
+        for s in stalled:
+            s.close()
+
+
+def test_stalled_tls_connections_are_closed(tmp_node, tmp_path):
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    node = tmp_node(
+        extra=[
+            "--tls-cert", str(tmp_path / "cert.pem"),
+            "--tls-key", str(tmp_path / "key.pem"),
+            "--header-read-timeout", "1",
+        ]
+    )
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    after_handshake = context.wrap_socket(stall(node, b""), server_hostname="127.0.0.1")
+    after_handshake.sendall(HALF_HEADER)
+    sockets = {
+        "no handshake": stall(node, b""),
+        "half a ClientHello": stall(node, b"\x16\x03\x01\x02\x00\x01"),
+        "half a header": after_handshake,
+    }
+    with concurrent.futures.ThreadPoolExecutor(len(sockets)) as pool:
+        closed = dict(zip(sockets, pool.map(seconds_until_closed, sockets.values())))
+    for s in sockets.values():
+        s.close()
+    assert all(0.5 < t < 5 for t in closed.values()), closed

@@ -111,6 +111,27 @@ pub struct UpArgs {
         requires = "root_access_key_id"
     )]
     pub root_secret_access_key: Option<String>,
+    /// Seconds a client has to send a request's headers (and a TLS handshake); also how
+    /// long a connection may stay open without a request.
+    #[arg(
+        long,
+        env = "LAMINA_HEADER_READ_TIMEOUT",
+        default_value_t = 10.0,
+        value_parser = |s: &str| match s.parse::<f64>() {
+            Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+            _ => Err("must be a positive number of seconds"),
+        }
+    )]
+    pub header_read_timeout: f64,
+    /// Client connections served at once; more wait in the listen backlog. Each takes a
+    /// file handle: keep it under `ulimit -n`.
+    #[arg(
+        long,
+        env = "LAMINA_MAX_CONNECTIONS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(1..=gateway::ConnectionLimits::MAX_CONNECTIONS as u64)
+    )]
+    pub max_connections: u64,
 }
 
 impl UpArgs {
@@ -193,6 +214,10 @@ fn config(args: &UpArgs, public: String) -> NodeConfig {
     }
     c.models.budget_bytes = usize::try_from(args.model_budget_mb << 20).unwrap_or(usize::MAX);
     c.models.ttl = Duration::from_secs_f64(args.model_ttl);
+    c.connections = gateway::ConnectionLimits {
+        header_read_timeout: Duration::from_secs_f64(args.header_read_timeout),
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+    };
     c.price = Price {
         per_million_requests: args.price_per_million_requests,
         per_gb_second: args.price_per_gb_second,
