@@ -218,7 +218,7 @@ pub async fn put_provisioned(
     };
     state
         .catalog
-        .put_provisioned(&caller.account_id, &r.entry.name, record.clone())
+        .put_setting(&caller.account_id, &r.entry.name, record.clone())
         .await
         .map_err(ApiError::service)?;
     let pool = provisioned_pool(&state, &r, &version);
@@ -265,7 +265,7 @@ pub async fn delete_provisioned(
     }
     state
         .catalog
-        .delete_provisioned(&caller.account_id, &r.entry.name, &qualifier)
+        .delete_setting::<store::ProvisionedRecord>(&caller.account_id, &r.entry.name, &qualifier)
         .await
         .map_err(ApiError::service)?;
     let pool = provisioned_pool(&state, &r, &version);
@@ -592,7 +592,7 @@ async fn save_event_config(
     };
     state
         .catalog
-        .put_event_config(&caller.account_id, &r.entry.name, record.clone())
+        .put_setting(&caller.account_id, &r.entry.name, record.clone())
         .await
         .map_err(ApiError::service)?;
     Ok(Json(crate::wire::event_invoke_configuration(
@@ -673,7 +673,11 @@ pub async fn delete_event_config(
     let r = event_config_lookup(&state, &caller, &name, q.qualifier.as_deref())?;
     state
         .catalog
-        .delete_event_config(&caller.account_id, &r.entry.name, &event_qualifier(&r))
+        .delete_setting::<store::EventInvokeRecord>(
+            &caller.account_id,
+            &r.entry.name,
+            &event_qualifier(&r),
+        )
         .await
         .map_err(|e| match e {
             CatalogError::NotFound => no_event_config(&state, &r),
