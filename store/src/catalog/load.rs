@@ -116,11 +116,13 @@ fn by_key<T, W>(
         .collect()
 }
 
+type Numbered = BTreeMap<u64, Arc<VersionRecord>>;
+
 /// Separates $LATEST from the numbered versions; a function without $LATEST is corrupt.
 fn split_latest(
     id: &FunctionId,
     versions: Vec<VersionRecord>,
-) -> Result<(Arc<VersionRecord>, BTreeMap<u64, Arc<VersionRecord>>), StoreError> {
+) -> Result<(Arc<VersionRecord>, Numbered), StoreError> {
     let mut latest = None;
     let mut numbered = BTreeMap::new();
     for v in versions {

@@ -135,6 +135,7 @@ fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
+/// Runs one write in the change's transaction.
 async fn apply(tx: &mut Transaction<'_>, e: &FunctionEntry, write: &Write) -> sqlx::Result<()> {
     let (row, put) = match write {
         Write::Put(row) => (row, true),
