@@ -348,7 +348,7 @@ async fn expire_logs(db: Db, retention: Duration, shutdown: impl Future<Output =
             .checked_sub(retention)
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_micros() as i64);
-        match store::reports::expire_logs(&db, cutoff).await {
+        match store::function_logs::expire(&db, cutoff).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(deleted = n, "expired function logs"),
             Err(e) => tracing::warn!(error = %e, "cannot expire function logs"),

@@ -164,3 +164,56 @@ impl FunctionSpec {
 }
 
 pub type SharedSpec = Arc<FunctionSpec>;
+
+/// The environment variable that holds a function's egress policy: the hosts its guest may
+/// reach over outbound HTTP, separated by commas. Without it the guest reaches none.
+pub const ALLOWED_HOSTS_VARIABLE: &str = "LAMINA_ALLOWED_HOSTS";
+
+/// The hosts a function's environment allows its guest to reach (see
+/// [`ALLOWED_HOSTS_VARIABLE`]), trimmed, without empty entries, in the order given.
+pub fn allowed_hosts_from_environment(environment: &[(String, String)]) -> Vec<String> {
+    environment
+        .iter()
+        .find(|(k, _)| k == ALLOWED_HOSTS_VARIABLE)
+        .map(|(_, hosts)| {
+            hosts
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts(environment: &[(&str, &str)]) -> Vec<String> {
+        let environment: Vec<(String, String)> = environment
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        allowed_hosts_from_environment(&environment)
+    }
+
+    #[test]
+    fn the_egress_policy_is_read_from_the_environment() {
+        let none: Vec<String> = vec![];
+        assert_eq!(hosts(&[]), none, "no variable: no egress");
+        assert_eq!(hosts(&[("OTHER", "a.test")]), none);
+        assert_eq!(hosts(&[(ALLOWED_HOSTS_VARIABLE, "")]), none);
+        assert_eq!(hosts(&[(ALLOWED_HOSTS_VARIABLE, " , ,")]), none);
+        assert_eq!(
+            hosts(&[
+                ("A", "1"),
+                (
+                    ALLOWED_HOSTS_VARIABLE,
+                    "api.example.com, x.test,,127.0.0.1:8080 "
+                ),
+            ]),
+            vec!["api.example.com", "x.test", "127.0.0.1:8080"]
+        );
+    }
+}

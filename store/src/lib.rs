@@ -2,23 +2,30 @@
 //!
 //! - [`accounts`]: accounts and access keys, secrets sealed with the server key.
 //! - [`db`]: the connection (PostgreSQL or embedded SQLite) and migrations.
-//! - [`catalog`]: functions, versions, aliases and their settings, mirrored in memory.
+//! - [`catalog`]: functions, versions, aliases and their settings, mirrored in memory;
+//!   [`catalog::entries`] is what it persists about each function.
 //! - [`ledger`]: the billing ledger and its crash-proof spool.
 //! - [`queue`]: the durable queue of asynchronous invocations.
-//! - [`reports`]: function logs and usage read back from the ledger.
+//! - [`function_logs`]: function logs read back from the ledger, and their retention.
+//! - [`usage`]: usage per function, summed from the ledger.
 //! - [`quality`]: ground truth joined with logged predictions, and model scores.
 
 pub mod accounts;
 pub mod catalog;
 pub mod db;
+pub mod function_logs;
 pub mod ledger;
 pub mod quality;
 pub mod queue;
-pub mod records;
-pub mod reports;
+pub mod usage;
 
-pub use catalog::{Catalog, CatalogError};
+pub use catalog::{
+    AliasRecord, Catalog, CatalogError, CatalogErrorKind, EventInvokeConfig, EventInvokeRecord,
+    FunctionEntry, PolicyStatement, ProvisionedRecord, QualifierSetting, UrlConfigRecord,
+    VersionConfig, VersionRecord,
+};
 pub use db::{Backend, Db, StoreError};
+pub use function_logs::{LogEntry, LogQuery};
 pub use ledger::{LedgerConfig, LedgerStats, LedgerWriter, LogRecord, Spool, SpoolEntry};
 pub use queue::{AsyncEvent, Queue, Settlement};
-pub use records::*;
+pub use usage::Usage;

@@ -188,7 +188,7 @@ async fn save_event_config(
     };
     state
         .catalog
-        .put_event_config(&caller.account_id, &r.entry.name, record.clone())
+        .put_setting(&caller.account_id, &r.entry.name, record.clone())
         .await
         .map_err(|e| catalog(e, About::arn(&config_arn(state, r))))?;
     Ok(Json(crate::wire::event_invoke_configuration(
@@ -274,7 +274,11 @@ pub async fn delete_event_config(
     let r = event_config_lookup(&state, &caller, &name, q.qualifier.as_deref())?;
     state
         .catalog
-        .delete_event_config(&caller.account_id, &r.entry.name, &event_qualifier(&r))
+        .delete_setting::<store::EventInvokeRecord>(
+            &caller.account_id,
+            &r.entry.name,
+            &event_qualifier(&r),
+        )
         .await
         .map_err(|e| match e {
             CatalogError::NotFound => no_event_config(&state, &r),

@@ -122,7 +122,7 @@ pub async fn put_provisioned(
     };
     state
         .catalog
-        .put_provisioned(&caller.account_id, &r.entry.name, record.clone())
+        .put_setting(&caller.account_id, &r.entry.name, record.clone())
         .await
         .map_err(|e| catalog(e, About::arn(&qualified_arn(&state, &r, &qualifier))))?;
     let pool = provisioned_pool(&state, &r, &version);
@@ -176,7 +176,7 @@ pub async fn delete_provisioned(
     }
     state
         .catalog
-        .delete_provisioned(&caller.account_id, &r.entry.name, &qualifier)
+        .delete_setting::<store::ProvisionedRecord>(&caller.account_id, &r.entry.name, &qualifier)
         .await
         .map_err(|e| match e {
             // Deleted by a concurrent request since it was read.

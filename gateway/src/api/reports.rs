@@ -38,9 +38,9 @@ pub async fn logs(
         )));
     }
     let after = q.after.unwrap_or(0);
-    let entries = store::reports::logs(
+    let entries = store::function_logs::read(
         &state.db,
-        &store::reports::LogQuery {
+        &store::function_logs::LogQuery {
             account_id: &r.entry.account_id,
             function_name: &r.entry.name,
             after_us: after,
@@ -80,7 +80,7 @@ pub async fn usage(
     caller: Caller,
     Query(q): Query<UsageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let rows = store::reports::usage(
+    let rows = store::usage::per_function(
         &state.db,
         &caller.account_id,
         q.since.unwrap_or(0),

@@ -1,0 +1,65 @@
+//! Function logs as the ledger stored them, read back per function within one account,
+//! and their retention.
+
+use sqlx::Row;
+
+use crate::db::{Db, StoreError};
+
+/// One invocation's log (its START/END/REPORT lines and the guest's output).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogEntry {
+    pub request_id: String,
+    pub attempt: u32,
+    pub function_name: String,
+    pub version: String,
+    pub logged_at_us: i64,
+    pub text: String,
+}
+
+/// Which logs to read.
+#[derive(Debug, Clone)]
+pub struct LogQuery<'a> {
+    pub account_id: &'a str,
+    pub function_name: &'a str,
+    /// Only entries logged strictly after this (microseconds since the epoch); a
+    /// follower passes the last one it saw.
+    pub after_us: i64,
+    pub limit: u32,
+}
+
+/// The oldest matching entries first, at most `limit`.
+pub async fn read(db: &Db, q: &LogQuery<'_>) -> Result<Vec<LogEntry>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT request_id, attempt, function_name, version, logged_at_us, log_text \
+         FROM function_logs \
+         WHERE account_id = $1 AND function_name = $2 AND logged_at_us > $3 \
+         ORDER BY logged_at_us, request_id, attempt LIMIT $4",
+    )
+    .bind(q.account_id)
+    .bind(q.function_name)
+    .bind(q.after_us)
+    .bind(i64::from(q.limit))
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(LogEntry {
+                request_id: r.try_get("request_id")?,
+                attempt: r.try_get::<i64, _>("attempt")? as u32,
+                function_name: r.try_get("function_name")?,
+                version: r.try_get("version")?,
+                logged_at_us: r.try_get("logged_at_us")?,
+                text: r.try_get("log_text")?,
+            })
+        })
+        .collect()
+}
+
+/// Deletes logs older than `before_us`; returns how many went.
+pub async fn expire(db: &Db, before_us: i64) -> Result<u64, StoreError> {
+    let done = sqlx::query("DELETE FROM function_logs WHERE logged_at_us < $1")
+        .bind(before_us)
+        .execute(db.pool())
+        .await?;
+    Ok(done.rows_affected())
+}
