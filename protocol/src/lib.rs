@@ -1,5 +1,6 @@
 //! Lamina's shared vocabulary: names and ARNs, function specs, invocation results,
-//! billing records, function-URL mapping and the execution-backend contract.
+//! billing records, the platform's log lines, function-URL mapping and the
+//! execution-backend contract.
 //!
 //! Pure data and pure functions only: this crate does no IO, so every other crate can
 //! depend on it and its logic is tested with plain tables.
@@ -8,9 +9,9 @@ pub mod backend;
 pub mod billing;
 pub mod http;
 pub mod invocation;
+pub mod log_lines;
 pub mod names;
 pub mod quality;
-pub mod report;
 pub mod spec;
 
 pub use backend::{

@@ -8,12 +8,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use protocol::{CodePackage, GuestKind, PrepareError, Runtime};
 use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
 use wasmtime::component::{Component, Linker as ComponentLinker};
 use wasmtime::{Engine, InstancePre, Linker, Module};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::bindings::FunctionPre;
+use crate::compile::{self, CodeLimits};
 use crate::host::{CoreState, HostState};
 
 /// A guest ready to instantiate.
@@ -36,12 +38,23 @@ fn package_key(code: &CodePackage) -> PackageKey {
     (code.digest.clone(), code.handler.clone(), code.runtime)
 }
 
+/// What the code cache accepts and how many compiles it runs at once.
+pub(crate) struct Budget {
+    pub(crate) max_code_bytes: u64,
+    pub(crate) limits: CodeLimits,
+    pub(crate) concurrent_compiles: usize,
+}
+
 pub(crate) struct CodeCache {
     engine: Engine,
     component_linker: ComponentLinker<HostState>,
     core_linker: Linker<CoreState>,
     artifact_dir: PathBuf,
     max_code_bytes: u64,
+    limits: CodeLimits,
+    /// One permit per compile allowed at once: compiles are the node's largest
+    /// allocations, and a burst of deploys must not multiply them.
+    compiles: Semaphore,
     by_wasm_digest: Mutex<HashMap<String, Arc<Prepared>>>,
     by_package: Mutex<HashMap<PackageKey, Arc<Prepared>>>,
 }
@@ -70,14 +83,16 @@ impl CodeCache {
         component_linker: ComponentLinker<HostState>,
         core_linker: Linker<CoreState>,
         artifact_dir: PathBuf,
-        max_code_bytes: u64,
+        budget: Budget,
     ) -> Self {
         CodeCache {
             engine,
             component_linker,
             core_linker,
             artifact_dir,
-            max_code_bytes,
+            max_code_bytes: budget.max_code_bytes,
+            limits: budget.limits,
+            compiles: Semaphore::new(budget.concurrent_compiles.max(1)),
             by_wasm_digest: Mutex::new(HashMap::new()),
             by_package: Mutex::new(HashMap::new()),
         }
@@ -169,14 +184,13 @@ impl CodeCache {
                 ));
             }
         };
+        compile::check(&bytes, &self.limits)?;
         let artifact = self.artifact_dir.join(format!("{wasm_digest}.cwasm"));
         let engine = self.engine.clone();
         let artifact_for_task = artifact.clone();
-        let loaded = tokio::task::spawn_blocking(move || {
-            load_or_compile(&engine, &bytes, &artifact_for_task, is_component)
-        })
-        .await
-        .map_err(|e| PrepareError::Platform(format!("compile task failed: {e}")))??;
+        let loaded = self
+            .bounded(move || load_or_compile(&engine, &bytes, &artifact_for_task, is_component))
+            .await?;
         let artifact_bytes = std::fs::metadata(&artifact).map(|m| m.len()).unwrap_or(0);
         let (kind, compiled) = match loaded {
             Loaded::Component(c) => self.pre_component(&c)?,
@@ -187,6 +201,21 @@ impl CodeCache {
             compiled,
             artifact_bytes,
         })
+    }
+
+    /// Runs a compile on the blocking pool once a compile permit is free.
+    async fn bounded(
+        &self,
+        compile: impl FnOnce() -> Result<Loaded, PrepareError> + Send + 'static,
+    ) -> Result<Loaded, PrepareError> {
+        let _permit = self
+            .compiles
+            .acquire()
+            .await
+            .map_err(|_| PrepareError::Platform("the code cache is shutting down".into()))?;
+        tokio::task::spawn_blocking(compile)
+            .await
+            .map_err(|e| PrepareError::Platform(format!("compile task failed: {e}")))?
     }
 
     /// The linker every component guest is instantiated with.
@@ -230,10 +259,9 @@ impl CodeCache {
         let artifact = self.snapshot_artifact(key);
         let engine = self.engine.clone();
         let path = artifact.clone();
-        let loaded =
-            tokio::task::spawn_blocking(move || load_or_compile(&engine, &bytes, &path, true))
-                .await
-                .map_err(|e| PrepareError::Platform(format!("compile task failed: {e}")))??;
+        let loaded = self
+            .bounded(move || load_or_compile(&engine, &bytes, &path, true))
+            .await?;
         match loaded {
             Loaded::Component(c) => self.prepared_component(&c, &artifact).map(Arc::new),
             Loaded::Module(_) => Err(PrepareError::Platform(
@@ -354,19 +382,24 @@ fn load_or_compile(
     let invalid = |e: wasmtime::Error| {
         PrepareError::InvalidCode(format!("The WebAssembly binary is invalid: {e:#}"))
     };
-    let (loaded, serialized) = if is_component {
-        let c = Component::new(engine, bytes).map_err(invalid)?;
-        let s = c.serialize();
-        (Loaded::Component(c), s)
+    // Compiled straight to the artifact's bytes, never to executable memory of this
+    // process: the code is then mapped from the file, where the kernel can page it out
+    // and where it costs nothing once the last user drops it.
+    let compiled = if is_component {
+        engine.precompile_component(bytes)
     } else {
-        let m = Module::new(engine, bytes).map_err(invalid)?;
-        let s = m.serialize();
-        (Loaded::Module(m), s)
+        engine.precompile_module(bytes)
     };
-    let serialized = serialized.map_err(|e| PrepareError::Platform(format!("serialize: {e:#}")))?;
-    persist(artifact, &serialized)
-        .map_err(|e| PrepareError::Platform(format!("writing {}: {e}", artifact.display())))?;
-    Ok(loaded)
+    let written = compiled.map_err(invalid).and_then(|serialized| {
+        persist(artifact, &serialized)
+            .map_err(|e| PrepareError::Platform(format!("writing {}: {e}", artifact.display())))
+    });
+    // The compiler's scratch memory is free now (or the compile failed); give it back
+    // before anything else is allocated on top of it.
+    compile::release_freed_memory();
+    written?;
+    deserialize(engine, artifact, is_component)
+        .map_err(|e| PrepareError::Platform(format!("loading {}: {e:#}", artifact.display())))
 }
 
 fn persist(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::compile::CodeLimits;
 pub use crate::models::ModelConfig;
 
 /// Sizes of wasmtime's pooling instance allocator. Every slot is reserved up front as
@@ -75,6 +76,11 @@ pub struct WorkerConfig {
     pub max_memories: usize,
     /// Largest guest binary accepted.
     pub max_code_bytes: u64,
+    /// Most functions and code bytes one guest may hold: what one compile may cost.
+    pub code_limits: CodeLimits,
+    /// Compiles running at once on this node; more wait. Each holds memory in
+    /// proportion to its code while it runs.
+    pub max_concurrent_compiles: usize,
     /// Where the built-in runtimes are (`onnx.wasm` for Runtime `onnx`); `guests/build.sh`
     /// puts them in `guests/target/runtimes/`. None: runtime `onnx` functions are refused
     /// at deploy time with a platform error saying so.
@@ -98,6 +104,8 @@ impl WorkerConfig {
             max_tables: 64,
             max_memories: 16,
             max_code_bytes: 250 << 20,
+            code_limits: CodeLimits::default(),
+            max_concurrent_compiles: 2,
             runtimes_dir: None,
             models: ModelConfig::default(),
         }

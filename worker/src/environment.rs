@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use protocol::http::{HttpRequest, HttpResponse, event_to_http_request, http_response_to_event};
-use protocol::report::{ReportFigures, end_line, report_line, start_line};
+use protocol::log_lines::{ReportFigures, end_line, error_line, report_line, start_line};
 use protocol::{
     FunctionError, InitializationType, InvocationInput, InvocationResult, MAX_RESPONSE_PAYLOAD,
     Outcome, Payload, Response, SharedSpec, StartKind,
@@ -107,8 +107,8 @@ fn settle<T, S: Guarded>(
     match ended {
         Some(Ok(v)) => Ok(v),
         Some(Err(e)) => {
-            let denied = store.data_mut().limiter().memory_denied;
-            match classify(&e, denied, &logs.peek_text()) {
+            let refused = store.data_mut().limiter().refused;
+            match classify(&e, refused, &logs.peek_text()) {
                 Failure::Timeout(_) => Err(Failure::Timeout(timeout)),
                 other => Err(other),
             }
@@ -500,11 +500,7 @@ impl Environment {
         if let Some(e) = &error
             && outcome != Outcome::Success
         {
-            log.push_str(&format!(
-                "{{\"errorType\":\"{}\",\"errorMessage\":{}}}\n",
-                e.error_type,
-                serde_json::Value::String(e.error_message.clone())
-            ));
+            log.push_str(&error_line(e));
         }
         log.push_str(&end_line(&request_id));
         log.push_str(&report_line(&ReportFigures {

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use protocol::{FunctionError, MAX_RESPONSE_PAYLOAD, Outcome};
+use wasmtime::component::ResourceTableError;
 
 /// A failure during INIT or an invocation, before it is rendered for a request id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +19,8 @@ pub(crate) enum Failure {
     ResponseTooLarge,
     /// Every instance slot of the node is taken.
     Exhausted,
-    /// Lamina failed; the guest is not at fault.
+    /// Lamina failed (a host function, the host's IO, Lamina's glue); the guest is not
+    /// at fault. The reason is for the node's log, never for the caller.
     Platform(String),
 }
 
@@ -55,9 +57,26 @@ impl Failure {
     }
 }
 
-/// Classifies an error that escaped a guest call. `memory_denied` says whether the
-/// store's limiter refused a memory growth during the call.
-pub(crate) fn classify(error: &wasmtime::Error, memory_denied: bool, log: &str) -> Failure {
+/// What a store's limiter refused the guest during a call. A refusal is the guest asking
+/// for more than its configuration allows, so an error that follows one is the guest's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Refused {
+    /// A linear memory growth beyond the function's MemorySize.
+    pub(crate) memory: bool,
+    /// A table growth beyond the node's table limit.
+    pub(crate) table: bool,
+}
+
+/// Classifies an error that escaped a guest call, putting the blame where it belongs.
+///
+/// The guest is blamed only for what is provably its own doing: a `wasmtime::Trap`
+/// (which includes the epoch interrupt of its deadline), a WASI exit status, a limit
+/// the store's limiter refused it, or a resource it dropped while its children were
+/// alive. Pool exhaustion is capacity. Everything else that escapes wasmtime comes from
+/// the host side (a host function's IO failure, a host resource table out of step, an
+/// error of Lamina's own glue) and is the platform's: blaming the function for those
+/// would bill the customer and hide Lamina's bugs behind function errors.
+pub(crate) fn classify(error: &wasmtime::Error, refused: Refused, log: &str) -> Failure {
     if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
         return Failure::Exit(exit.0);
     }
@@ -66,7 +85,7 @@ pub(crate) fn classify(error: &wasmtime::Error, memory_denied: bool, log: &str) 
             // Only the epoch callback interrupts, and only past the deadline.
             return Failure::Timeout(Duration::ZERO);
         }
-        if memory_denied {
+        if refused.memory {
             return Failure::OutOfMemory;
         }
         return Failure::Trap(describe_trap(trap, log));
@@ -77,10 +96,21 @@ pub(crate) fn classify(error: &wasmtime::Error, memory_denied: bool, log: &str) 
     {
         return Failure::Exhausted;
     }
-    if memory_denied {
+    // A memory or table the guest declares larger than its limits fails instantiation
+    // with an untyped error; the limiter's record says whose it is.
+    if refused.memory {
         return Failure::OutOfMemory;
     }
-    Failure::Trap(first_line(&format!("{error:#}")))
+    if refused.table {
+        return Failure::Trap("a table grew beyond the allowed number of elements".into());
+    }
+    if let Some(table_error) = error.downcast_ref::<ResourceTableError>()
+        && matches!(table_error, ResourceTableError::HasChildren)
+    {
+        // WASI's contract: dropping a resource before the ones borrowed from it traps.
+        return Failure::Trap(first_line(&format!("{error:#}")));
+    }
+    Failure::Platform(format!("{error:#}"))
 }
 
 fn first_line(s: &str) -> String {
@@ -128,6 +158,159 @@ mod tests {
             Some("panicked at src/lib.rs:10:5: boom")
         );
         assert_eq!(panic_message("nothing here"), None);
+    }
+
+    fn refused(memory: bool, table: bool) -> Refused {
+        Refused { memory, table }
+    }
+
+    /// The blame table: which errors are the guest's and which the platform's.
+    #[test]
+    fn only_what_the_guest_provably_did_is_blamed_on_it() {
+        use wasmtime::{Error, Trap};
+        let none = Refused::default();
+        let io = || std::io::Error::other("No space left on device");
+        let cases: Vec<(&str, Error, Refused, Failure)> = vec![
+            (
+                "exit status",
+                Error::new(wasmtime_wasi::I32Exit(3)),
+                none,
+                Failure::Exit(3),
+            ),
+            (
+                "epoch interrupt",
+                Error::new(Trap::Interrupt),
+                none,
+                Failure::Timeout(Duration::ZERO),
+            ),
+            (
+                "a trap",
+                Error::new(Trap::MemoryOutOfBounds),
+                none,
+                Failure::Trap("wasm trap: out of bounds memory access".into()),
+            ),
+            (
+                "a trap under context",
+                Error::new(Trap::StackOverflow).context("error while executing at wasm backtrace"),
+                none,
+                Failure::Trap("wasm trap: call stack exhausted".into()),
+            ),
+            (
+                "a trap after a refused growth",
+                Error::new(Trap::UnreachableCodeReached),
+                refused(true, false),
+                Failure::OutOfMemory,
+            ),
+            (
+                "instantiation over MemorySize",
+                Error::msg("memory minimum size exceeds limits"),
+                refused(true, false),
+                Failure::OutOfMemory,
+            ),
+            (
+                "instantiation over the table limit",
+                Error::msg("table minimum size exceeds limits"),
+                refused(false, true),
+                Failure::Trap("a table grew beyond the allowed number of elements".into()),
+            ),
+            (
+                "a parent resource dropped before its child",
+                Error::new(ResourceTableError::HasChildren),
+                none,
+                Failure::Trap("resource has children".into()),
+            ),
+            // The host's side: none of these is the guest's doing.
+            (
+                "host IO",
+                Error::new(io()),
+                none,
+                Failure::Platform("No space left on device".into()),
+            ),
+            (
+                "host IO under context",
+                Error::new(io()).context("writing the response"),
+                none,
+                Failure::Platform("writing the response: No space left on device".into()),
+            ),
+            (
+                "a host resource missing",
+                Error::new(ResourceTableError::NotPresent),
+                none,
+                Failure::Platform("resource not present".into()),
+            ),
+            (
+                "a host resource of another type",
+                Error::new(ResourceTableError::WrongType),
+                none,
+                Failure::Platform("resource is of another type".into()),
+            ),
+            (
+                "a full host table",
+                Error::new(ResourceTableError::Full),
+                none,
+                Failure::Platform("resource table has no free keys".into()),
+            ),
+            (
+                "anything else",
+                Error::msg("something in the host broke"),
+                none,
+                Failure::Platform("something in the host broke".into()),
+            ),
+        ];
+        for (case, error, refused, expected) in cases {
+            assert_eq!(classify(&error, refused, ""), expected, "{case}");
+        }
+    }
+
+    /// The same table through a real call: wasmtime must hand a host function's error
+    /// back as itself, not as a trap, for the table above to hold.
+    #[test]
+    fn errors_escaping_a_real_guest_call_keep_their_origin() {
+        use wasmtime::{Caller, Engine, Linker, Module, Store};
+        let engine = Engine::default();
+        let module = Module::new(
+            &engine,
+            r#"(module
+                (import "host" "fail" (func $fail))
+                (import "host" "exit" (func $exit))
+                (func (export "host-fails") call $fail)
+                (func (export "guest-exits") call $exit)
+                (func (export "guest-traps") unreachable))"#,
+        )
+        .unwrap();
+        let mut linker = Linker::new(&engine);
+        linker
+            .func_wrap(
+                "host",
+                "fail",
+                |_: Caller<'_, ()>| -> wasmtime::Result<()> {
+                    Err(wasmtime::Error::new(std::io::Error::other("disk gone")))
+                },
+            )
+            .unwrap();
+        linker
+            .func_wrap(
+                "host",
+                "exit",
+                |_: Caller<'_, ()>| -> wasmtime::Result<()> {
+                    Err(wasmtime::Error::new(wasmtime_wasi::I32Exit(7)))
+                },
+            )
+            .unwrap();
+        let mut store = Store::new(&engine, ());
+        let instance = linker.instantiate(&mut store, &module).unwrap();
+        let mut call = |name: &str| {
+            let f = instance.get_typed_func::<(), ()>(&mut store, name).unwrap();
+            let error = f.call(&mut store, ()).unwrap_err();
+            classify(&error, Refused::default(), "")
+        };
+        assert!(matches!(call("host-fails"), Failure::Platform(m) if m.contains("disk gone")));
+        assert_eq!(call("guest-exits"), Failure::Exit(7));
+        assert!(matches!(call("guest-traps"), Failure::Trap(m) if m.contains("unreachable")));
+        assert_eq!(
+            Failure::Platform(String::new()).outcome(),
+            Outcome::PlatformError
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 use wasmtime_wasi_nn::wit::{WasiNnCtx, WasiNnView};
 
 use crate::capture::Capture;
+use crate::failure::Refused;
 use crate::models::{ModelCache, ModelTable};
 use crate::nn;
 
@@ -24,8 +25,9 @@ pub(crate) struct GuestLimiter {
     memory_limit: usize,
     memory_in_use: usize,
     memory_peak: usize,
-    /// Set when a growth was refused, so a following trap is reported as out of memory.
-    pub(crate) memory_denied: bool,
+    /// What was refused, so that the error which follows is blamed on the guest (a
+    /// refused memory growth is reported as out of memory).
+    pub(crate) refused: Refused,
     max_table_elements: usize,
     max_instances: usize,
     max_tables: usize,
@@ -38,7 +40,7 @@ impl GuestLimiter {
             memory_limit,
             memory_in_use: 0,
             memory_peak: 0,
-            memory_denied: false,
+            refused: Refused::default(),
             max_table_elements: limits.max_table_elements,
             max_instances: limits.max_instances,
             max_tables: limits.max_tables,
@@ -60,7 +62,7 @@ impl ResourceLimiter for GuestLimiter {
     ) -> wasmtime::Result<bool> {
         let growth = desired.saturating_sub(current);
         if self.memory_in_use.saturating_add(growth) > self.memory_limit {
-            self.memory_denied = true;
+            self.refused.memory = true;
             return Ok(false);
         }
         self.memory_in_use += growth;
@@ -74,7 +76,9 @@ impl ResourceLimiter for GuestLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= self.max_table_elements)
+        let allowed = desired <= self.max_table_elements;
+        self.refused.table |= !allowed;
+        Ok(allowed)
     }
 
     fn instances(&self) -> usize {

@@ -12,6 +12,7 @@
 
 mod capture;
 mod code;
+mod compile;
 mod config;
 mod engine;
 mod environment;
@@ -31,7 +32,7 @@ use protocol::{
     Runtime, SharedSpec, SnapshotError, SnapshotInfo,
 };
 
-pub use config::{ModelConfig, PoolConfig, WorkerConfig};
+pub use config::{CodeLimits, ModelConfig, PoolConfig, WorkerConfig};
 pub use models::ModelStats;
 
 /// Bindings of the handler world in the repository's `wit/` folder.
@@ -113,7 +114,11 @@ impl Worker {
             component_linker,
             core_linker,
             artifact_dir,
-            config.max_code_bytes,
+            code::Budget {
+                max_code_bytes: config.max_code_bytes,
+                limits: config.code_limits,
+                concurrent_compiles: config.max_concurrent_compiles,
+            },
         );
         let models = Arc::new(models::ModelCache::new(config.models.clone()));
         // Checking often relative to the TTL keeps an idle model's overstay short.

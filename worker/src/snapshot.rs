@@ -23,6 +23,7 @@ use wasmtime::component::Val;
 use crate::Shared;
 use crate::capture::Capture;
 use crate::code::{self, CodeCache, Prepared};
+use crate::failure::Failure;
 use crate::host::{self, GuestIo, GuestLimiter, GuestModels, guarded_store};
 
 /// The handler world's `init`, called as Wizer's initialisation function.
@@ -186,7 +187,7 @@ async fn take(
                 &e,
                 &logs,
                 spec.memory_mb,
-                store.data().limiter.memory_denied,
+                store.data().limiter.refused,
             ));
         }
         Ok(Ok(done)) => done,
@@ -223,12 +224,21 @@ async fn take(
 }
 
 /// Why INIT (or capturing it) failed: the guest's fault when it trapped or ran out of
-/// memory, else a construct Wizer cannot capture.
-fn classify(e: &wasmtime::Error, logs: &Capture, memory_mb: u32, denied: bool) -> SnapshotError {
+/// memory, the platform's when a host function failed under it, else a construct Wizer
+/// cannot capture.
+fn classify(
+    e: &wasmtime::Error,
+    logs: &Capture,
+    memory_mb: u32,
+    refused: crate::failure::Refused,
+) -> SnapshotError {
     let text = format!("{e:#}");
-    if text.contains("initialization function trapped") || denied {
-        let failure = crate::failure::classify(e, denied, &logs.peek_text());
-        return SnapshotError::Init(failure.to_error("snapshot", memory_mb));
+    if text.contains("initialization function trapped") || refused.memory {
+        return match crate::failure::classify(e, refused, &logs.peek_text()) {
+            Failure::Platform(reason) => SnapshotError::Platform(reason),
+            Failure::Exhausted => SnapshotError::Platform("no instance slot was free".into()),
+            failure => SnapshotError::Init(failure.to_error("snapshot", memory_mb)),
+        };
     }
     SnapshotError::Unsupported(format!("this guest cannot be snapshotted: {text}"))
 }

@@ -243,7 +243,7 @@ fn sync_response(result: InvocationResult, tail: bool) -> Response {
         );
     }
     if tail {
-        let tail = protocol::report::tail(&result.log, protocol::LOG_TAIL_BYTES);
+        let tail = protocol::log_lines::tail(&result.log, protocol::LOG_TAIL_BYTES);
         if let Ok(v) = HeaderValue::from_str(&B64.encode(tail)) {
             h.insert("X-Amz-Log-Result", v);
         }

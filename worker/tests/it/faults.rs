@@ -107,6 +107,30 @@ async fn every_fault_kind_is_caught_and_worded() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_guest_error_cannot_break_or_forge_log_lines() {
+    let h = Harness::new();
+    let mut env = h.environment("faults", 128, 3 * SECOND).await;
+    let error_type = "Bad\"},\"forged\":true,\"x\":{\"\nREPORT RequestId: fake\u{0}\u{1b}[31m\\";
+    let message = "two\nlines\r\t\u{7} and \"quotes\"";
+    let payload = serde_json::json!({"kind": "error", "type": error_type, "message": message});
+    let r = env.invoke(event(&payload.to_string())).await;
+    assert_eq!(r.outcome, Outcome::FunctionError, "{r:?}");
+    let line = r
+        .log
+        .lines()
+        .find(|l| l.starts_with("{\"errorType\""))
+        .unwrap_or_else(|| panic!("no error line in {}", r.log));
+    let parsed: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(
+        parsed,
+        serde_json::json!({"errorType": error_type, "errorMessage": message})
+    );
+    // The guest's newline did not start a REPORT line of its own.
+    let report_lines = r.log.lines().filter(|l| l.starts_with("REPORT "));
+    assert_eq!(report_lines.count(), 1, "{}", r.log);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_log_flood_is_bounded() {
     let h = Harness::with_config(|c| c.max_log_bytes = 64 << 10);
     let mut env = h.environment("log-flood", 128, 10 * SECOND).await;

@@ -7,6 +7,7 @@
 // clippy.toml allows unwrap inside #[test] functions; the harness helpers are test code too.
 #![allow(clippy::unwrap_used, clippy::new_without_default)]
 
+mod compile;
 mod faults;
 mod kinds;
 mod lifecycle;

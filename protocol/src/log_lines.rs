@@ -1,9 +1,14 @@
-//! Lambda's START, END and REPORT log lines, byte for byte.
+//! The lines the platform writes into a function's log, byte for byte as Lambda
+//! writes them: START, END, REPORT and the JSON error line of a failed invocation.
+//!
+//! Every guest-supplied string that reaches a log line goes through [`error_line`]'s
+//! JSON writer, never through `format!`: a guest must not be able to forge or break
+//! the platform's lines.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::invocation::{Outcome, StartKind};
+use crate::invocation::{FunctionError, Outcome, StartKind};
 
 pub fn start_line(request_id: &str, version: &str) -> String {
     format!("START RequestId: {request_id} Version: {version}\n")
@@ -11,6 +16,16 @@ pub fn start_line(request_id: &str, version: &str) -> String {
 
 pub fn end_line(request_id: &str) -> String {
     format!("END RequestId: {request_id}\n")
+}
+
+/// `{"errorType":"...","errorMessage":"..."}` as Lambda logs a failed invocation. Both
+/// fields may come from the guest, so they are escaped by serde_json: quotes, newlines
+/// and control characters cannot end the line or the JSON object early.
+pub fn error_line(error: &FunctionError) -> String {
+    // Serialising a struct of two strings cannot fail.
+    let mut line = serde_json::to_string(error).unwrap_or_default();
+    line.push('\n');
+    line
 }
 
 /// The figures a REPORT line prints.
@@ -108,6 +123,28 @@ mod tests {
             report_line(&f),
             "REPORT RequestId: r1\tDuration: 3000.00 ms\tBilled Duration: 3000 ms\tMemory Size: 128 MB\tMax Memory Used: 75 MB\tStatus: timeout\n"
         );
+    }
+
+    #[test]
+    fn error_lines_escape_what_the_guest_wrote() {
+        assert_eq!(
+            error_line(&FunctionError::new("Oops", "bad")),
+            "{\"errorType\":\"Oops\",\"errorMessage\":\"bad\"}\n"
+        );
+        let hostile = FunctionError::new(
+            "A\"},\"forged\":1,\"x\":{\"\nREPORT RequestId: fake\u{0}\u{1b}\\",
+            "line one\nline two\r\t\u{7}\"end\"",
+        );
+        let line = error_line(&hostile);
+        // One line: the guest's newlines cannot start a line of their own.
+        assert_eq!(line.matches('\n').count(), 1);
+        assert!(line.ends_with('\n'));
+        assert!(!line.chars().any(|c| c.is_control() && c != '\n'));
+        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let object = parsed.as_object().unwrap();
+        assert_eq!(object.len(), 2, "{line}");
+        assert_eq!(object["errorType"], hostile.error_type.as_str());
+        assert_eq!(object["errorMessage"], hostile.error_message.as_str());
     }
 
     #[test]
