@@ -69,13 +69,12 @@ pub(crate) struct Refused {
 
 /// Classifies an error that escaped a guest call, putting the blame where it belongs.
 ///
-/// The guest is blamed only for what is provably its own doing: a `wasmtime::Trap`
-/// (which includes the epoch interrupt of its deadline), a WASI exit status, a limit
-/// the store's limiter refused it, or a resource it dropped while its children were
-/// alive. Pool exhaustion is capacity. Everything else that escapes wasmtime comes from
-/// the host side (a host function's IO failure, a host resource table out of step, an
-/// error of Lamina's own glue) and is the platform's: blaming the function for those
-/// would bill the customer and hide Lamina's bugs behind function errors.
+/// The guest is blamed for a `wasmtime::Trap` (the epoch interrupt of its deadline is
+/// a timeout), a WASI exit status, a limit the store's limiter refused it, a resource it
+/// dropped while its children were alive, and the untyped errors wasmtime raises while
+/// running it. The host's own failures arrive typed (IO, the resource tables it keeps)
+/// and are the platform's: blaming the function for those would bill the customer and
+/// hide Lamina's bugs behind function errors. Pool exhaustion is capacity.
 pub(crate) fn classify(error: &wasmtime::Error, refused: Refused, log: &str) -> Failure {
     if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
         return Failure::Exit(exit.0);
@@ -110,7 +109,18 @@ pub(crate) fn classify(error: &wasmtime::Error, refused: Refused, log: &str) -> 
         // WASI's contract: dropping a resource before the ones borrowed from it traps.
         return Failure::Trap(first_line(&format!("{error:#}")));
     }
-    Failure::Platform(format!("{error:#}"))
+    // The host's own failures arrive typed: IO and the resource tables it keeps.
+    if error.downcast_ref::<std::io::Error>().is_some()
+        || error.downcast_ref::<ResourceTableError>().is_some()
+    {
+        return Failure::Platform(format!("{error:#}"));
+    }
+    // What is left arrives untyped from wasmtime itself while it runs the guest: a value
+    // the guest handed back that the canonical ABI cannot lift (a bad pointer, string or
+    // discriminant), instance or table counts over their limits, WASI refusing a guest
+    // that breaks its contract. Those are the guest's doing; blaming the platform would
+    // leave them unbilled and retried forever as async events.
+    Failure::Trap(first_line(&format!("{error:#}")))
 }
 
 fn first_line(s: &str) -> String {
@@ -166,7 +176,7 @@ mod tests {
 
     /// The blame table: which errors are the guest's and which the platform's.
     #[test]
-    fn only_what_the_guest_provably_did_is_blamed_on_it() {
+    fn blame_follows_where_the_error_came_from() {
         use wasmtime::{Error, Trap};
         let none = Refused::default();
         let io = || std::io::Error::other("No space left on device");
@@ -251,10 +261,10 @@ mod tests {
                 Failure::Platform("resource table has no free keys".into()),
             ),
             (
-                "anything else",
-                Error::msg("something in the host broke"),
+                "an untyped error of the guest call (a value the ABI cannot lift)",
+                Error::msg("invalid utf-8 string"),
                 none,
-                Failure::Platform("something in the host broke".into()),
+                Failure::Trap("invalid utf-8 string".into()),
             ),
         ];
         for (case, error, refused, expected) in cases {
