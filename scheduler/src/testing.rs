@@ -270,3 +270,27 @@ impl ExecutionEnvironment for FakeEnvironment {
         None
     }
 }
+
+/// The configuration of a plain Wasm handler function, as the catalog stores it.
+pub fn version_config() -> store::VersionConfig {
+    store::VersionConfig {
+        runtime: "wasm".into(),
+        handler: "function.wasm".into(),
+        role: "arn:aws:iam::111111111111:role/r".into(),
+        description: String::new(),
+        timeout: 3,
+        memory_size: 128,
+        environment: std::collections::BTreeMap::new(),
+        ephemeral_storage: 512,
+        architectures: vec!["x86_64".into()],
+        package_type: "Zip".into(),
+        code_sha256: "aa".into(),
+        code_size: 10,
+        guest_kind: "handler".into(),
+        tracing_mode: "PassThrough".into(),
+        dead_letter_target: None,
+        snap_start: false,
+        log_format: "Text".into(),
+        kms_key_arn: None,
+    }
+}

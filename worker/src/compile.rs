@@ -100,39 +100,9 @@ mod tests {
 
     /// A core module of `n` functions whose bodies are `body_ops` `nop`s each.
     fn module(n: u32, body_ops: usize) -> Vec<u8> {
-        fn leb(mut v: u64, out: &mut Vec<u8>) {
-            loop {
-                let byte = (v & 0x7f) as u8;
-                v >>= 7;
-                if v == 0 {
-                    out.push(byte);
-                    break;
-                }
-                out.push(byte | 0x80);
-            }
-        }
-        fn section(id: u8, payload: &[u8], out: &mut Vec<u8>) {
-            out.push(id);
-            leb(payload.len() as u64, out);
-            out.extend_from_slice(payload);
-        }
-        let mut m = b"\0asm\x01\0\0\0".to_vec();
-        section(1, &[1, 0x60, 0, 0], &mut m);
-        let mut funcs = Vec::new();
-        leb(n.into(), &mut funcs);
-        funcs.extend(std::iter::repeat_n(0u8, n as usize));
-        section(3, &funcs, &mut m);
-        let mut body = vec![0u8];
-        body.extend(std::iter::repeat_n(0x01u8, body_ops));
-        body.push(0x0b);
-        let mut code = Vec::new();
-        leb(n.into(), &mut code);
-        for _ in 0..n {
-            leb(body.len() as u64, &mut code);
-            code.extend_from_slice(&body);
-        }
-        section(10, &code, &mut m);
-        m
+        let function = format!("(func{})", " nop".repeat(body_ops));
+        let text = format!("(module {})", function.repeat(n as usize));
+        wat::parse_str(text).expect("generated text is valid")
     }
 
     #[test]

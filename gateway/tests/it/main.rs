@@ -18,11 +18,11 @@ use gateway::{AppState, GatewayConfig, Services};
 use http::{Method, Request, Response};
 use http_body_util::BodyExt as _;
 use protocol::Price;
-use scheduler::testing::FakeBackend;
+use scheduler::testing::{FakeBackend, version_config as config};
 use scheduler::{Limits, Recorder, Scheduler};
 use serde_json::Value;
 use store::accounts::{Accounts, Credential, ServerKey};
-use store::{Catalog, Db, LedgerConfig, Queue, Spool, VersionConfig};
+use store::{Catalog, Db, LedgerConfig, Queue, Spool};
 use tower::ServiceExt as _;
 
 pub const ACCOUNT: &str = "111111111111";
@@ -177,28 +177,5 @@ impl Reply {
 
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-pub fn config() -> VersionConfig {
-    VersionConfig {
-        runtime: "wasm".into(),
-        handler: "function.wasm".into(),
-        role: "arn:aws:iam::111111111111:role/r".into(),
-        description: String::new(),
-        timeout: 3,
-        memory_size: 128,
-        environment: BTreeMap::new(),
-        ephemeral_storage: 512,
-        architectures: vec!["x86_64".into()],
-        package_type: "Zip".into(),
-        code_sha256: "aa".into(),
-        code_size: 10,
-        guest_kind: "handler".into(),
-        tracing_mode: "PassThrough".into(),
-        dead_letter_target: None,
-        snap_start: false,
-        log_format: "Text".into(),
-        kms_key_arn: None,
     }
 }

@@ -75,7 +75,7 @@ impl Running {
         };
         self.h
             .catalog
-            .put_event_config(ACCOUNT, name, record)
+            .put_setting(ACCOUNT, name, record)
             .await
             .unwrap();
     }

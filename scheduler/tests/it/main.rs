@@ -16,7 +16,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use prometheus::Registry;
 use protocol::{InvocationResult, InvocationType, Payload, Price};
-use scheduler::testing::FakeBackend;
+use scheduler::testing::{FakeBackend, version_config as config};
 use scheduler::{InvocationRequest, InvokeError, Invoker, Limits, Recorder, Scheduler, Target};
 use store::{Catalog, Db, FunctionEntry, LedgerConfig, Spool, VersionConfig};
 
@@ -32,29 +32,6 @@ pub struct Harness {
     pub invoker: Invoker,
     pub registry: Registry,
     _dir: tempfile::TempDir,
-}
-
-pub fn config() -> VersionConfig {
-    VersionConfig {
-        runtime: "wasm".into(),
-        handler: "function.wasm".into(),
-        role: "arn:aws:iam::111111111111:role/r".into(),
-        description: String::new(),
-        timeout: 3,
-        memory_size: 128,
-        environment: BTreeMap::new(),
-        ephemeral_storage: 512,
-        architectures: vec!["x86_64".into()],
-        package_type: "Zip".into(),
-        code_sha256: "aa".into(),
-        code_size: 10,
-        guest_kind: "handler".into(),
-        tracing_mode: "PassThrough".into(),
-        dead_letter_target: None,
-        snap_start: false,
-        log_format: "Text".into(),
-        kms_key_arn: None,
-    }
 }
 
 pub fn arn(name: &str) -> String {

@@ -10,45 +10,13 @@ use crate::{Harness, rss_bytes};
 /// A WASI command of `functions` functions (function 0 is `_start`), each `ops` rounds
 /// of `x = x + 1` on a local: valid code that costs the compiler in proportion to it.
 fn large_module(functions: u32, ops: usize) -> Vec<u8> {
-    fn leb(mut v: u64, out: &mut Vec<u8>) {
-        loop {
-            let byte = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
+    let body = " local.get 0 i32.const 1 i32.add local.set 0".repeat(ops);
+    let mut text = format!("(module (func (export \"_start\") (local i32){body})");
+    for _ in 1..functions {
+        text.push_str(&format!("(func (local i32){body})"));
     }
-    fn section(id: u8, payload: &[u8], out: &mut Vec<u8>) {
-        out.push(id);
-        leb(payload.len() as u64, out);
-        out.extend_from_slice(payload);
-    }
-    let mut m = b"\0asm\x01\0\0\0".to_vec();
-    // type 0: [] -> []
-    section(1, &[1, 0x60, 0, 0], &mut m);
-    let mut funcs = Vec::new();
-    leb(functions.into(), &mut funcs);
-    funcs.extend(std::iter::repeat_n(0u8, functions as usize));
-    section(3, &funcs, &mut m);
-    // export "_start" = func 0
-    section(7, &[1, 6, b'_', b's', b't', b'a', b'r', b't', 0, 0], &mut m);
-    // one i32 local; local.get 0, i32.const 1, i32.add, local.set 0
-    let mut body = vec![1, 1, 0x7f];
-    for _ in 0..ops {
-        body.extend_from_slice(&[0x20, 0, 0x41, 1, 0x6a, 0x21, 0]);
-    }
-    body.push(0x0b);
-    let mut code = Vec::new();
-    leb(functions.into(), &mut code);
-    for _ in 0..functions {
-        leb(body.len() as u64, &mut code);
-        code.extend_from_slice(&body);
-    }
-    section(10, &code, &mut m);
-    m
+    text.push(')');
+    wat::parse_str(text).expect("generated text is valid")
 }
 
 fn package(h: &Harness, name: &str, wasm: &[u8]) -> CodePackage {
