@@ -6,12 +6,16 @@
 #     (wasmtime-cli 48.0.8, one fresh instance per request; target >= 2x, lower p99),
 #     when `wasmtime` is on PATH.
 # Usage: bench/http.sh [duration=10s] [connections=32]
+# LAMINA_BIN=path runs that lamina binary instead of building this checkout's, so two
+# builds (before and after a change) can be measured one after the other in one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-10s}
 conns=${2:-32}
 target=${CARGO_TARGET_DIR:-$PWD/target}
-cargo build --release -q -p lamina -p bench
+lamina_bin=${LAMINA_BIN:-$target/release/lamina}
+# With LAMINA_BIN the checkout is not rebuilt: bare-hyper comes from an earlier build.
+[[ -n ${LAMINA_BIN:-} && -x $target/release/bare-hyper ]] || cargo build --release -q -p lamina -p bench
 guests/build.sh >/dev/null
 work=$(mktemp -d)
 pids=()
@@ -20,7 +24,7 @@ trap cleanup EXIT
 
 "$target/release/bare-hyper" 127.0.0.1:4700 >/dev/null & pids+=($!)
 LAMINA_ROOT_ACCESS_KEY_ID=test LAMINA_ROOT_SECRET_ACCESS_KEY=test \
-  "$target/release/lamina" up --listen 127.0.0.1:4701 --data-dir "$work/lamina" >"$work/lamina.log" 2>&1 & pids+=($!)
+  "$lamina_bin" up --listen 127.0.0.1:4701 --data-dir "$work/lamina" >"$work/lamina.log" 2>&1 & pids+=($!)
 for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:4701/ && break; sleep 0.1; done
 .venv/bin/python bench/setup.py http://127.0.0.1:4701 >"$work/setup.txt"
 url=$(awk '$1=="url"{print $2}' "$work/setup.txt")

@@ -13,6 +13,7 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use http_body_util::BodyExt as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
@@ -210,14 +211,17 @@ async fn connection<S>(
     }
 }
 
-/// Requests in flight on one connection, and since when it has had none.
+/// Requests in flight on one connection, and since when it has had none. Kept in
+/// atomics and read by the watchdog when its timer fires, so a request costs two atomic
+/// updates and wakes no task.
 #[derive(Clone)]
-struct Activity(Arc<watch::Sender<Busy>>);
+struct Activity(Arc<Busy>);
 
-#[derive(Debug, Clone, Copy)]
 struct Busy {
-    in_flight: usize,
-    idle_since: Instant,
+    opened: Instant,
+    in_flight: AtomicUsize,
+    /// Microseconds from `opened` to when the last request ended.
+    idle_since_us: AtomicU64,
 }
 
 /// One request in flight; dropping it ends the request.
@@ -225,14 +229,15 @@ struct InFlight(Activity);
 
 impl Activity {
     fn new() -> Self {
-        Activity(Arc::new(watch::Sender::new(Busy {
-            in_flight: 0,
-            idle_since: Instant::now(),
-        })))
+        Activity(Arc::new(Busy {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since_us: AtomicU64::new(0),
+        }))
     }
 
     fn begin(&self) -> InFlight {
-        self.0.send_modify(|b| b.in_flight += 1);
+        self.0.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(self.clone())
     }
 
@@ -243,34 +248,35 @@ impl Activity {
         limit: Duration,
         not_before: Instant,
     ) -> impl Future<Output = ()> + Send + 'static {
-        let mut busy = self.0.subscribe();
+        let busy = self.0.clone();
         async move {
             loop {
-                let now = *busy.borrow_and_update();
-                if now.in_flight == 0 {
-                    let since = now.idle_since.max(not_before);
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(since + limit) => return,
-                        changed = busy.changed() => if changed.is_err() { break },
-                    }
-                } else if busy.changed().await.is_err() {
-                    break;
+                if busy.in_flight.load(Ordering::Acquire) > 0 {
+                    // Checked again a period later; a request ending meanwhile restarts
+                    // the count from its end.
+                    tokio::time::sleep(limit).await;
+                    continue;
                 }
+                let idle_since =
+                    busy.opened + Duration::from_micros(busy.idle_since_us.load(Ordering::Acquire));
+                let deadline = idle_since.max(not_before) + limit;
+                if Instant::now() >= deadline {
+                    return;
+                }
+                tokio::time::sleep_until(deadline).await;
             }
-            // The service is gone, so the connection is ending on its own.
-            std::future::pending::<()>().await
         }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        (self.0).0.send_modify(|b| {
-            b.in_flight = b.in_flight.saturating_sub(1);
-            if b.in_flight == 0 {
-                b.idle_since = Instant::now();
-            }
-        });
+        let busy = &(self.0).0;
+        let ended = u64::try_from(busy.opened.elapsed().as_micros()).unwrap_or(u64::MAX);
+        // Stored before the count drops, so the watchdog never sees zero in flight with
+        // an older end.
+        busy.idle_since_us.fetch_max(ended, Ordering::AcqRel);
+        busy.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
