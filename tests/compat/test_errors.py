@@ -138,6 +138,84 @@ def test_a_huge_field_is_not_echoed_back_whole(unvalidated):
     assert len(e.response["Error"]["Message"]) < 1024
 
 
+# Near the 1 MiB cap on control-plane request bodies, so each request is still read whole.
+NEAR_MIB = 1_000_000
+
+
+@pytest.mark.parametrize(
+    "field, constraint, call",
+    [
+        (
+            "tracingConfig.mode",
+            "Member must satisfy enum value set: [Active, PassThrough]",
+            lambda c, name, huge: c.create_function(
+                FunctionName=unique("echo"),
+                Runtime="wasm",
+                Role=ROLE,
+                Handler="function.wasm",
+                TracingConfig={"Mode": huge},
+                Code={"ZipFile": wasm_zip("echo")},
+            ),
+        ),
+        (
+            "name",
+            "Member must satisfy regular expression pattern: (?!^[0-9]+$)([a-zA-Z0-9-_]+)",
+            lambda c, name, huge: c.create_alias(
+                FunctionName=name, Name=huge, FunctionVersion="$LATEST"
+            ),
+        ),
+        (
+            "statementId",
+            "Member must satisfy regular expression pattern: ([a-zA-Z0-9-_]+)",
+            lambda c, name, huge: c.add_permission(
+                FunctionName=name,
+                StatementId=huge,
+                Action="lambda:InvokeFunction",
+                Principal="s3.amazonaws.com",
+            ),
+        ),
+    ],
+    ids=["tracing-mode", "alias-name", "statement-id"],
+)
+def test_a_huge_enum_or_pattern_value_is_not_echoed_back_whole(
+    unvalidated, make_function, field, constraint, call
+):
+    # Invalid for its characters, not only its length, so every check along the way
+    # refuses it.
+    huge = "!" * NEAR_MIB
+    name = make_function("echo")
+    e = expect_error(
+        unvalidated,
+        "ValidationException",
+        400,
+        lambda: call(unvalidated, name, huge),
+        "1 validation error detected: Value '" + "!" * 256 + f"...(truncated)' at '{field}' "
+        f"failed to satisfy constraint: {constraint}",
+    )
+    assert len(e.response["Error"]["Message"]) < 1_000
+
+
+def test_a_huge_string_of_the_wrong_type_is_not_echoed_back_whole(unvalidated):
+    # The JSON reader's own type error quotes the string it found.
+    e = expect_error(
+        unvalidated,
+        "ValidationException",
+        400,
+        lambda: unvalidated.create_function(
+            FunctionName=unique("echo"),
+            Runtime="wasm",
+            Role=ROLE,
+            Handler="function.wasm",
+            MemorySize="x" * NEAR_MIB,
+            Code={"ZipFile": wasm_zip("echo")},
+        ),
+    )
+    message = e.response["Error"]["Message"]
+    assert message.startswith("1 validation error detected: invalid type: string"), message
+    assert message.endswith("...(truncated)"), message[-100:]
+    assert len(message) < 2_000
+
+
 @pytest.mark.parametrize("qualifier", ["../../etc", "a/b", "v1.0", "q" * 129])
 def test_a_malformed_qualifier_is_a_validation_error(client, make_function, qualifier):
     name = make_function("echo")

@@ -102,9 +102,11 @@ fn snap_start(input: Option<&SnapStartInput>) -> Result<Option<bool>, ApiError> 
         None => Ok(None),
         Some("None") => Ok(Some(false)),
         Some("PublishedVersions") => Ok(Some(true)),
-        Some(other) => Err(ApiError::Validation(format!(
-            "1 validation error detected: Value '{other}' at 'snapStart.applyOn' failed to satisfy constraint: Member must satisfy enum value set: [PublishedVersions, None]"
-        ))),
+        Some(other) => Err(validate::constraint(
+            other,
+            "snapStart.applyOn",
+            "Member must satisfy enum value set: [PublishedVersions, None]",
+        )),
     }
 }
 
@@ -123,9 +125,11 @@ fn tracing_mode(input: Option<&ModeInput>) -> Result<Option<String>, ApiError> {
     match input.and_then(|t| t.mode.as_deref()) {
         None => Ok(None),
         Some(m @ ("Active" | "PassThrough")) => Ok(Some(m.to_owned())),
-        Some(other) => Err(ApiError::Validation(format!(
-            "1 validation error detected: Value '{other}' at 'tracingConfig.mode' failed to satisfy constraint: Member must satisfy enum value set: [Active, PassThrough]"
-        ))),
+        Some(other) => Err(validate::constraint(
+            other,
+            "tracingConfig.mode",
+            "Member must satisfy enum value set: [Active, PassThrough]",
+        )),
     }
 }
 
@@ -374,18 +378,21 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     if q.max_items == Some(0) || q.max_items.is_some_and(|m| m > 10_000) {
-        return Err(ApiError::Validation(format!(
-            "1 validation error detected: Value '{}' at 'maxItems' failed to satisfy constraint: Member must have value between 1 and 10000",
-            q.max_items.unwrap_or(0)
-        )));
+        return Err(validate::constraint(
+            q.max_items.unwrap_or(0),
+            "maxItems",
+            "Member must have value between 1 and 10000",
+        ));
     }
     let all_versions = match q.function_version.as_deref() {
         None => false,
         Some("ALL") => true,
         Some(other) => {
-            return Err(ApiError::Validation(format!(
-                "1 validation error detected: Value '{other}' at 'functionVersion' failed to satisfy constraint: Member must satisfy enum value set: [ALL]"
-            )));
+            return Err(validate::constraint(
+                other,
+                "functionVersion",
+                "Member must satisfy enum value set: [ALL]",
+            ));
         }
     };
     let mut items = Vec::new();

@@ -107,9 +107,11 @@ pub async fn invoke(
         "Tail" => true,
         "None" => false,
         other => {
-            return Err(ApiError::Validation(format!(
-                "1 validation error detected: Value '{other}' at 'logType' failed to satisfy constraint: Member must satisfy enum value set: [Tail, None]"
-            )));
+            return Err(crate::validate::constraint(
+                other,
+                "logType",
+                "Member must satisfy enum value set: [Tail, None]",
+            ));
         }
     };
     let r = state.resolve_for_invoke(&caller.account_id, &name, q.qualifier.as_deref())?;
@@ -156,9 +158,11 @@ pub async fn invoke(
             set_request_id(&mut resp, &uuid::Uuid::new_v4().to_string());
             Ok(resp)
         }
-        other => Err(ApiError::Validation(format!(
-            "1 validation error detected: Value '{other}' at 'invocationType' failed to satisfy constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]"
-        ))),
+        other => Err(crate::validate::constraint(
+            other,
+            "invocationType",
+            "Member must satisfy enum value set: [Event, RequestResponse, DryRun]",
+        )),
     }
 }
 

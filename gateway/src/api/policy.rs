@@ -80,10 +80,11 @@ pub async fn add_permission(
         ));
     }
     if !valid_statement_id(&req.statement_id) {
-        return Err(ApiError::Validation(format!(
-            "1 validation error detected: Value '{}' at 'statementId' failed to satisfy constraint: Member must satisfy regular expression pattern: ([a-zA-Z0-9-_]+)",
-            req.statement_id
-        )));
+        return Err(crate::validate::constraint(
+            &req.statement_id,
+            "statementId",
+            "Member must satisfy regular expression pattern: ([a-zA-Z0-9-_]+)",
+        ));
     }
     let valid_action = matches!(
         req.action.as_str(),

@@ -30,11 +30,18 @@ pub struct ListQuery {
     pub max_items: Option<usize>,
 }
 
+/// How much of a body's type error the message keeps: serde quotes the offending
+/// string whole, which may be most of a 1 MB body. Generous enough that the list of
+/// expected variants after it survives for any short value.
+const MAX_DATA_ERROR_ECHO: usize = 1024;
+
 /// Parses a JSON request body into `T`, answering as Lambda does when it cannot.
 pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let body = if body.is_empty() { &b"{}"[..] } else { body };
     serde_json::from_slice(body).map_err(|e| {
         if e.is_data() {
+            let e = e.to_string();
+            let e = protocol::names::echo_within(&e, MAX_DATA_ERROR_ECHO);
             ApiError::Validation(format!("1 validation error detected: {e}"))
         } else {
             ApiError::InvalidRequestContent(format!("Could not parse request body into json: {e}"))
@@ -55,7 +62,12 @@ pub fn page<T>(
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
             .and_then(|s| s.parse::<usize>().ok())
-            .ok_or_else(|| ApiError::InvalidParameterValue(format!("Invalid marker: {m}")))?,
+            .ok_or_else(|| {
+                ApiError::InvalidParameterValue(format!(
+                    "Invalid marker: {}",
+                    protocol::names::echo(m)
+                ))
+            })?,
     };
     let max = max_items.unwrap_or(50).clamp(1, 50);
     let total = items.len();
@@ -126,5 +138,23 @@ mod tests {
             parse_body::<Input>(br#"{"name": 3}"#),
             Err(ApiError::Validation(_))
         ));
+    }
+
+    #[test]
+    fn a_mistyped_huge_string_is_not_echoed_whole() {
+        #[derive(Debug, Deserialize)]
+        struct Input {
+            #[allow(dead_code)] // only its type matters here
+            size: u32,
+        }
+        let body = format!(r#"{{"size": "{}"}}"#, "x".repeat(1 << 19));
+        let Err(ApiError::Validation(message)) = parse_body::<Input>(body.as_bytes()) else {
+            panic!("a string where a number belongs is a validation error");
+        };
+        assert!(message.len() < 2 * MAX_DATA_ERROR_ECHO, "{}", message.len());
+        assert!(
+            message.ends_with(protocol::names::ECHO_TRUNCATED),
+            "{message}"
+        );
     }
 }

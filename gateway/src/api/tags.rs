@@ -22,9 +22,11 @@ const TAGGABLE_ARN_PATTERN: &str = "arn:(aws[a-zA-Z-]*):lambda:[a-z]{2}((-gov)|(
 
 fn tag_target(state: &AppState, caller: &Caller, resource: &str) -> Result<Resolved, ApiError> {
     let invalid = || {
-        ApiError::Validation(format!(
-            "1 validation error detected: Value '{resource}' at 'resource' failed to satisfy constraint: Member must satisfy regular expression pattern: {TAGGABLE_ARN_PATTERN}"
-        ))
+        validate::constraint(
+            resource,
+            "resource",
+            &format!("Member must satisfy regular expression pattern: {TAGGABLE_ARN_PATTERN}"),
+        )
     };
     if !resource.starts_with("arn:") {
         return Err(invalid());

@@ -29,9 +29,11 @@ fn url_qualifier(state: &AppState, r: &Resolved) -> Result<String, ApiError> {
         None => Ok(protocol::names::LATEST.to_owned()),
         // An explicit `$LATEST` fails the model's pattern just like a version number.
         Some(q) if q == protocol::names::LATEST || protocol::names::is_version_number(q) => {
-            Err(ApiError::Validation(format!(
-                "1 validation error detected: Value '{q}' at 'qualifier' failed to satisfy constraint: Member must satisfy regular expression pattern: ((?!^\\d+$)^[0-9a-zA-Z-_]+$)"
-            )))
+            Err(crate::validate::constraint(
+                q,
+                "qualifier",
+                "Member must satisfy regular expression pattern: ((?!^\\d+$)^[0-9a-zA-Z-_]+$)",
+            ))
         }
         Some(q) if r.entry.aliases.contains_key(q) => Ok(q.to_owned()),
         Some(q) => Err(ApiError::ResourceNotFound(format!(
@@ -44,10 +46,11 @@ fn url_qualifier(state: &AppState, r: &Resolved) -> Result<String, ApiError> {
 fn auth_type(v: Option<&str>) -> Result<String, ApiError> {
     match v {
         Some(a @ ("NONE" | "AWS_IAM")) => Ok(a.to_owned()),
-        other => Err(ApiError::Validation(format!(
-            "1 validation error detected: Value '{}' at 'authType' failed to satisfy constraint: Member must satisfy enum value set: [NONE, AWS_IAM]",
-            other.unwrap_or("null")
-        ))),
+        other => Err(crate::validate::constraint(
+            other.unwrap_or("null"),
+            "authType",
+            "Member must satisfy enum value set: [NONE, AWS_IAM]",
+        )),
     }
 }
 
@@ -57,9 +60,11 @@ fn invoke_mode(v: Option<&str>) -> Result<String, ApiError> {
         "RESPONSE_STREAM" => Err(ApiError::InvalidParameterValue(
             "InvokeMode RESPONSE_STREAM is not supported; use BUFFERED.".into(),
         )),
-        other => Err(ApiError::Validation(format!(
-            "1 validation error detected: Value '{other}' at 'invokeMode' failed to satisfy constraint: Member must satisfy enum value set: [RESPONSE_STREAM, BUFFERED]"
-        ))),
+        other => Err(crate::validate::constraint(
+            other,
+            "invokeMode",
+            "Member must satisfy enum value set: [RESPONSE_STREAM, BUFFERED]",
+        )),
     }
 }
 

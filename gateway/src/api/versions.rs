@@ -177,9 +177,11 @@ fn check_alias(
     for (v, weight) in routing {
         let shown = format!("{{{v}={}}}", java_double(*weight));
         if !(0.0..=1.0).contains(weight) {
-            return Err(ApiError::Validation(format!(
-                "1 validation error detected: Value '{shown}' at 'routingConfig.additionalVersionWeights' failed to satisfy constraint: Map value must satisfy constraint: [Member must have value less than or equal to 1.0, Member must have value greater than or equal to 0.0, Member must not be null]"
-            )));
+            return Err(crate::validate::constraint(
+                &shown,
+                "routingConfig.additionalVersionWeights",
+                "Map value must satisfy constraint: [Member must have value less than or equal to 1.0, Member must have value greater than or equal to 0.0, Member must not be null]",
+            ));
         }
         if v == version {
             return Err(ApiError::InvalidParameterValue(format!(
@@ -192,9 +194,11 @@ fn check_alias(
             ));
         }
         if !protocol::names::is_version_number(v) {
-            return Err(ApiError::Validation(format!(
-                "1 validation error detected: Value '{shown}' at 'routingConfig.additionalVersionWeights' failed to satisfy constraint: Map keys must satisfy constraint: [Member must have length less than or equal to 1024, Member must have length greater than or equal to 1, Member must satisfy regular expression pattern: [0-9]+]"
-            )));
+            return Err(crate::validate::constraint(
+                &shown,
+                "routingConfig.additionalVersionWeights",
+                "Map keys must satisfy constraint: [Member must have length less than or equal to 1024, Member must have length greater than or equal to 1, Member must satisfy regular expression pattern: [0-9]+]",
+            ));
         }
         if !exists(v) {
             return Err(missing(v));
@@ -222,9 +226,11 @@ pub async fn create_alias(
     let r = state.resolve(&caller.account_id, &name, None)?;
     let alias_name = req.name.unwrap_or_default();
     if !protocol::names::is_valid_alias_name(&alias_name) {
-        return Err(ApiError::Validation(format!(
-            "1 validation error detected: Value '{alias_name}' at 'name' failed to satisfy constraint: Member must satisfy regular expression pattern: (?!^[0-9]+$)([a-zA-Z0-9-_]+)"
-        )));
+        return Err(crate::validate::constraint(
+            &alias_name,
+            "name",
+            "Member must satisfy regular expression pattern: (?!^[0-9]+$)([a-zA-Z0-9-_]+)",
+        ));
     }
     let version = req.function_version.unwrap_or_default();
     if r.entry.version(&version).is_some() && r.entry.aliases.contains_key(&alias_name) {
