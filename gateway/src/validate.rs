@@ -46,40 +46,39 @@ pub fn constraint(value: impl std::fmt::Display, field: &str, what: &str) -> Api
 /// measured string, which is kept whole near the limit but not for a 70 MB request.
 const MAX_ENV_ECHO: usize = 2 * MAX_ENV_BYTES;
 
+/// A whole number within `min..=max` (no upper bound when `max` is `None`), each bound
+/// refused in Lambda's words; values above `u32::MAX` saturate.
+pub fn bounded(value: i64, field: &str, min: i64, max: Option<i64>) -> Result<u32, ApiError> {
+    if value < min {
+        return Err(constraint(
+            value,
+            field,
+            &format!("Member must have value greater than or equal to {min}"),
+        ));
+    }
+    if let Some(max) = max
+        && value > max
+    {
+        return Err(constraint(
+            value,
+            field,
+            &format!("Member must have value less than or equal to {max}"),
+        ));
+    }
+    Ok(u32::try_from(value).unwrap_or(u32::MAX))
+}
+
 pub fn memory(mb: u32) -> Result<u32, ApiError> {
-    if mb < MIN_MEMORY {
-        return Err(constraint(
-            mb,
-            "memorySize",
-            "Member must have value greater than or equal to 128",
-        ));
-    }
-    if mb > MAX_MEMORY {
-        return Err(constraint(
-            mb,
-            "memorySize",
-            "Member must have value less than or equal to 10240",
-        ));
-    }
-    Ok(mb)
+    bounded(
+        mb.into(),
+        "memorySize",
+        MIN_MEMORY.into(),
+        Some(MAX_MEMORY.into()),
+    )
 }
 
 pub fn timeout(seconds: u32) -> Result<u32, ApiError> {
-    if seconds < 1 {
-        return Err(constraint(
-            seconds,
-            "timeout",
-            "Member must have value greater than or equal to 1",
-        ));
-    }
-    if seconds > MAX_TIMEOUT {
-        return Err(constraint(
-            seconds,
-            "timeout",
-            "Member must have value less than or equal to 900",
-        ));
-    }
-    Ok(seconds)
+    bounded(seconds.into(), "timeout", 1, Some(MAX_TIMEOUT.into()))
 }
 
 pub fn ephemeral_storage(mb: u32) -> Result<u32, ApiError> {

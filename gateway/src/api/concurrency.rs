@@ -32,12 +32,7 @@ pub async fn put_reserved(
             "1 validation error detected: Value null at 'reservedConcurrentExecutions' failed to satisfy constraint: Member must not be null".into(),
         )
     })?;
-    if n < 0 {
-        return Err(ApiError::Validation(format!(
-            "1 validation error detected: Value '{n}' at 'reservedConcurrentExecutions' failed to satisfy constraint: Member must have value greater than or equal to 0"
-        )));
-    }
-    let n = u32::try_from(n).unwrap_or(u32::MAX);
+    let n = crate::validate::bounded(n, "reservedConcurrentExecutions", 0, None)?;
     let provisioned: u32 = r.entry.provisioned.values().map(|p| p.requested).sum();
     if n < provisioned {
         return Err(ApiError::InvalidParameterValue(format!(

@@ -13,6 +13,7 @@ use super::request::{ListQuery, QualifierQuery, listing, parse_body};
 use crate::auth::Caller;
 use crate::error::{About, ApiError, catalog};
 use crate::state::{AppState, Resolved};
+use crate::validate::bounded;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
@@ -110,30 +111,11 @@ fn check_event_config(
 ) -> Result<EventInvokeConfig, ApiError> {
     let mut c = base;
     if let Some(n) = input.maximum_retry_attempts {
-        if !(0..=2).contains(&n) {
-            let bound = if n < 0 {
-                "greater than or equal to 0"
-            } else {
-                "less than or equal to 2"
-            };
-            return Err(ApiError::Validation(format!(
-                "1 validation error detected: Value '{n}' at 'maximumRetryAttempts' failed to satisfy constraint: Member must have value {bound}"
-            )));
-        }
-        c.maximum_retry_attempts = u32::try_from(n).ok();
+        c.maximum_retry_attempts = Some(bounded(n, "maximumRetryAttempts", 0, Some(2))?);
     }
     if let Some(n) = input.maximum_event_age_in_seconds {
-        if !(60..=21_600).contains(&n) {
-            let bound = if n < 60 {
-                "greater than or equal to 60"
-            } else {
-                "less than or equal to 21600"
-            };
-            return Err(ApiError::Validation(format!(
-                "1 validation error detected: Value '{n}' at 'maximumEventAgeInSeconds' failed to satisfy constraint: Member must have value {bound}"
-            )));
-        }
-        c.maximum_event_age_in_seconds = u32::try_from(n).ok();
+        c.maximum_event_age_in_seconds =
+            Some(bounded(n, "maximumEventAgeInSeconds", 60, Some(21_600))?);
     }
     if let Some(d) = input.destination_config {
         if let Some(s) = d.on_success {

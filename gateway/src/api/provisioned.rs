@@ -91,12 +91,7 @@ pub async fn put_provisioned(
     let r = state.resolve(&caller.account_id, &name, q.qualifier.as_deref())?;
     let (qualifier, version) = provisioned_target(&state, &r, UNPUBLISHED)?;
     let n = req.provisioned_concurrent_executions.unwrap_or(0);
-    if n < 1 {
-        return Err(ApiError::Validation(format!(
-            "1 validation error detected: Value '{n}' at 'provisionedConcurrentExecutions' failed to satisfy constraint: Member must have value greater than or equal to 1"
-        )));
-    }
-    let n = u32::try_from(n).unwrap_or(u32::MAX);
+    let n = crate::validate::bounded(n, "provisionedConcurrentExecutions", 1, None)?;
     let others: u32 = r
         .entry
         .provisioned
