@@ -54,6 +54,16 @@ pub enum ApiError {
     Service { detail: String },
 }
 
+impl From<packages::PackageError> for ApiError {
+    fn from(e: packages::PackageError) -> Self {
+        match e {
+            packages::PackageError::Invalid(m) => ApiError::InvalidParameterValue(m),
+            packages::PackageError::TooLarge(m) => ApiError::RequestTooLarge(m),
+            packages::PackageError::Platform(m) => ApiError::service(m),
+        }
+    }
+}
+
 impl ApiError {
     pub fn service(detail: impl std::fmt::Display) -> Self {
         ApiError::Service {

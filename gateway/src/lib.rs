@@ -1,5 +1,5 @@
 //! Lamina's HTTP edge: AWS Lambda's REST API as botocore's `lambda` model defines it,
-//! function URLs, and code intake.
+//! function URLs, and /metrics.
 //!
 //! [`app`] builds the whole router from an [`AppState`], so tests drive it in-process;
 //! [`serve`] runs it on a bound listener until a shutdown signal.
@@ -8,7 +8,6 @@ pub mod api;
 pub mod auth;
 pub mod connections;
 pub mod error;
-pub mod intake;
 pub mod observe;
 pub mod state;
 pub mod tls;

@@ -1,7 +1,6 @@
 //! The state every handler shares, and resolution of a client's function reference to a
 //! stored function and version.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use protocol::Price;
@@ -17,8 +16,6 @@ pub struct GatewayConfig {
     /// The externally visible base URL of this gateway (`http://127.0.0.1:9000`), used to
     /// build function URLs.
     pub public_url: String,
-    /// Where deployment packages are stored.
-    pub packages_dir: PathBuf,
     pub price: Price,
     /// How far back model quality scores look (feedback received within it).
     pub quality_window: std::time::Duration,
@@ -29,6 +26,8 @@ pub struct Inner {
     pub arns: ArnBuilder,
     pub db: Db,
     pub catalog: Arc<Catalog>,
+    /// Deployment packages: intake, the code store and the working copies.
+    pub packages: packages::Packages,
     pub scheduler: Scheduler,
     /// The one way to start an invocation of a catalog version.
     pub invoker: Invoker,
@@ -57,6 +56,7 @@ impl std::ops::Deref for AppState {
 pub struct Services {
     pub db: Db,
     pub catalog: Arc<Catalog>,
+    pub packages: packages::Packages,
     pub scheduler: Scheduler,
     pub queue: Queue,
     pub spool: Spool,
@@ -71,6 +71,7 @@ impl AppState {
         let Services {
             db,
             catalog,
+            packages,
             scheduler,
             queue,
             spool,
@@ -86,6 +87,7 @@ impl AppState {
             config,
             db,
             catalog,
+            packages,
             scheduler,
             queue,
             spool,

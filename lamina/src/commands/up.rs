@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use lamina::node::{Node, NodeConfig, public_url};
+use lamina::node::{Node, NodeConfig, PackageOptions, public_url};
+use packages::{CodeStoreLocation, PackageLimits, S3Config};
 use protocol::Price;
 use scheduler::{DispatchConfig, Limits};
 
@@ -132,6 +133,61 @@ pub struct UpArgs {
         value_parser = clap::value_parser!(u64).range(1..=gateway::ConnectionLimits::MAX_CONNECTIONS as u64)
     )]
     pub max_connections: u64,
+    /// The key that seals access-key secrets and packages at rest; every node of a
+    /// cluster needs the same one. Created at `<data-dir>/server.key` when absent.
+    #[arg(long, env = "LAMINA_SERVER_KEY_FILE")]
+    pub server_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub packages: PackageArgs,
+}
+
+/// Where packages are kept, what they may weigh, and the S3 endpoint code comes from.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PackageArgs {
+    /// Where sealed packages are kept: a directory, or `s3://bucket/prefix` on the S3
+    /// endpoint so that every node of a cluster reaches every package. Default
+    /// `<data-dir>/packages`.
+    #[arg(long, env = "LAMINA_CODE_STORE", value_parser = CodeStoreLocation::parse)]
+    pub code_store: Option<CodeStoreLocation>,
+    /// Where packages are unpacked for environments to read (the only plaintext copy;
+    /// emptied at start and stop: put it on tmpfs to keep plaintext off disks). Default
+    /// `<data-dir>/unpacked`.
+    #[arg(long, env = "LAMINA_PACKAGE_CACHE_DIR")]
+    pub package_cache_dir: Option<PathBuf>,
+    /// Seal packages at rest with the server key (ChaCha20-Poly1305).
+    #[arg(long, env = "LAMINA_ENCRYPT_PACKAGES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub encrypt_packages: bool,
+    /// Largest zip accepted inline (`Code.ZipFile`), in bytes.
+    #[arg(long, env = "LAMINA_MAX_ZIPPED_BYTES", default_value_t = PackageLimits::default().max_zipped)]
+    pub max_zipped_bytes: u64,
+    /// Largest package once unpacked, and largest S3 object, in bytes.
+    #[arg(long, env = "LAMINA_MAX_UNZIPPED_BYTES", default_value_t = PackageLimits::default().max_unzipped)]
+    pub max_unzipped_bytes: u64,
+    /// The S3-compatible endpoint code is fetched from (`Code.S3Bucket`); AWS's own S3
+    /// in `--region` when absent.
+    #[arg(long, env = "LAMINA_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// The S3 access key; otherwise AWS_ACCESS_KEY_ID and friends, then the shared
+    /// credentials file (AWS_SHARED_CREDENTIALS_FILE, AWS_PROFILE).
+    #[arg(
+        long,
+        env = "LAMINA_S3_ACCESS_KEY_ID",
+        requires = "s3_secret_access_key"
+    )]
+    pub s3_access_key_id: Option<String>,
+    #[arg(
+        long,
+        env = "LAMINA_S3_SECRET_ACCESS_KEY",
+        hide_env_values = true,
+        requires = "s3_access_key_id"
+    )]
+    pub s3_secret_access_key: Option<String>,
+    /// Address buckets as host names (`bucket.endpoint`) instead of path-style.
+    #[arg(long, env = "LAMINA_S3_VIRTUAL_HOSTED")]
+    pub s3_virtual_hosted: bool,
+    /// PEM certificates trusted for the S3 endpoint besides the system's roots.
+    #[arg(long, env = "LAMINA_S3_CA_BUNDLE")]
+    pub s3_ca_bundle: Option<PathBuf>,
 }
 
 impl UpArgs {
@@ -172,6 +228,19 @@ impl UpArgs {
             && self.default_account.bytes().all(|b| b.is_ascii_digit()))
         {
             return Err(UsageError("--default-account must be 12 digits".into()));
+        }
+        if self.packages.max_zipped_bytes == 0 || self.packages.max_unzipped_bytes == 0 {
+            return Err(UsageError(
+                "--max-zipped-bytes and --max-unzipped-bytes must be positive".into(),
+            ));
+        }
+        if let Some(bundle) = &self.packages.s3_ca_bundle
+            && !bundle.is_file()
+        {
+            return Err(UsageError(format!(
+                "--s3-ca-bundle {}: no such file",
+                bundle.display()
+            )));
         }
         if let Some(url) = &self.database_url
             && !(url.starts_with("postgres://")
@@ -222,29 +291,58 @@ fn config(args: &UpArgs, public: String) -> NodeConfig {
         per_million_requests: args.price_per_million_requests,
         per_gb_second: args.price_per_gb_second,
     };
+    c.server_key_file = args.server_key_file.clone();
+    let p = &args.packages;
+    c.packages = PackageOptions {
+        code_store: p.code_store.clone(),
+        working_dir: p.package_cache_dir.clone(),
+        plaintext: !p.encrypt_packages,
+        limits: PackageLimits {
+            max_zipped: p.max_zipped_bytes,
+            max_unzipped: p.max_unzipped_bytes,
+            ..PackageLimits::default()
+        },
+        s3: S3Config {
+            endpoint: p.s3_endpoint.clone(),
+            region: args.region.clone(),
+            access_key: p
+                .s3_access_key_id
+                .clone()
+                .zip(p.s3_secret_access_key.clone()),
+            virtual_hosted: p.s3_virtual_hosted,
+            ca_bundle: p.s3_ca_bundle.clone(),
+        },
+    };
     c
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is called, not
+/// when the future is first polled: a SIGTERM sent the moment the node says it listens
+/// must stop it gracefully, not kill it.
+fn stop_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let interrupt = signal(SignalKind::interrupt());
+        async move {
+            match (term, interrupt) {
+                (Ok(mut term), Ok(mut interrupt)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = interrupt.recv() => {}
+                    }
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -267,6 +365,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             "no built-in runtimes found (run guests/build.sh or set --runtimes-dir): functions with Runtime onnx will be refused"
         );
     }
+    let stopping = stop_signal();
     let node = Node::start(config).await?;
     let database = match &args.database_url {
         Some(_) => "PostgreSQL".to_owned(),
@@ -298,7 +397,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         args.region,
     );
     let shutdown = async {
-        signal().await;
+        stopping.await;
         tracing::info!("stopping: draining in-flight invocations");
     };
     node.serve(listener, tls, shutdown).await?;

@@ -22,8 +22,13 @@ const LAYERS: &[(&str, u8, &[&str])] = &[
     ("tidy", 0, &[]),
     ("worker", 1, &["protocol", "onnx-ops"]),
     ("store", 1, &["protocol"]),
+    ("packages", 1, &["protocol"]),
     ("scheduler", 2, &["protocol", "store"]),
-    ("gateway", 3, &["protocol", "scheduler", "store"]),
+    (
+        "gateway",
+        3,
+        &["protocol", "scheduler", "store", "packages"],
+    ),
     (
         "lamina",
         4,
@@ -32,6 +37,7 @@ const LAYERS: &[(&str, u8, &[&str])] = &[
             "onnx-ops",
             "worker",
             "store",
+            "packages",
             "scheduler",
             "gateway",
         ],
@@ -73,6 +79,12 @@ const OWNERS: &[(&[&str], &[&str], &str)] = &[
         &["worker", "lamina", "bench"],
         "untrusted model bytes get in only through `onnx_ops::load`, on the worker and in the \
          deploy command's local check",
+    ),
+    (
+        &["aws-sdk-s3", "aws-config"],
+        &["packages"],
+        "`packages` is the only crate that talks to S3: code fetched from users' buckets and \
+         the code store, with Lambda's wording for every failure in one place",
     ),
     (
         &["tract*"],

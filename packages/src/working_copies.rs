@@ -1,0 +1,127 @@
+//! Working copies: each package unpacked once per node under its digest, the directory
+//! environments see as `/var/task`. They are the only plaintext a node keeps, so they
+//! are emptied when the node starts and when it stops; put the directory on tmpfs and
+//! plaintext never reaches a disk.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::PackageError;
+use crate::intake::{self, Shape};
+use crate::limits::PackageLimits;
+
+#[derive(Debug, Clone)]
+pub(crate) struct WorkingCopies {
+    dir: PathBuf,
+}
+
+impl WorkingCopies {
+    pub(crate) fn open(dir: PathBuf) -> Result<WorkingCopies, PackageError> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(WorkingCopies { dir })
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn root(&self, digest: &str) -> PathBuf {
+        self.dir.join(digest)
+    }
+
+    /// Beside the root, not in it: a bare object's package may gain a second name when
+    /// another function deploys the same bytes under another handler.
+    fn bare_marker(&self, digest: &str) -> PathBuf {
+        self.dir.join(format!("{digest}.bare"))
+    }
+
+    /// Whether the package is laid out for `handler`: a zip is whole once published, a
+    /// bare object needs its file under this handler's name.
+    pub(crate) fn is_ready(&self, digest: &str, handler: &str) -> bool {
+        let root = self.root(digest);
+        root.is_dir() && (!self.bare_marker(digest).exists() || root.join(handler).exists())
+    }
+
+    /// Lays out the object at `object` as package `digest`. Returns the unpacked size.
+    pub(crate) fn lay_out(
+        &self,
+        digest: &str,
+        object: &Path,
+        shape: Shape,
+        handler: &str,
+        limits: &PackageLimits,
+    ) -> Result<u64, PackageError> {
+        let root = self.root(digest);
+        if root.is_dir() {
+            if shape == Shape::Bare && !root.join(handler).exists() {
+                let size = intake::place_bare(object, &root, handler)?;
+                intake::make_read_only(&root)?;
+                return Ok(size);
+            }
+            return Ok(intake::dir_size(&root)?);
+        }
+        let staging = self
+            .dir
+            .join(format!(".staging-{}", uuid::Uuid::new_v4().simple()));
+        let laid_out = (|| {
+            let size = match shape {
+                Shape::Zip => {
+                    let file = std::io::BufReader::new(std::fs::File::open(object)?);
+                    intake::unpack_zip(file, &staging, limits)?
+                }
+                Shape::Bare => {
+                    std::fs::create_dir_all(&staging)?;
+                    intake::place_bare(object, &staging, handler)?
+                }
+            };
+            intake::make_read_only(&staging)?;
+            if shape == Shape::Bare {
+                std::fs::write(self.bare_marker(digest), b"")?;
+            }
+            Ok::<u64, PackageError>(size)
+        })();
+        let size = match laid_out {
+            Ok(size) => size,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(e);
+            }
+        };
+        // Publish atomically: a concurrent deploy of the same bytes may have won.
+        if std::fs::rename(&staging, &root).is_err() {
+            let _ = std::fs::remove_dir_all(&staging);
+            if !root.is_dir() {
+                return Err(PackageError::Platform(format!(
+                    "publishing package {digest} in {}",
+                    self.dir.display()
+                )));
+            }
+        }
+        Ok(size)
+    }
+
+    /// Removes every working copy and leftover staging directory (and nothing else that
+    /// might share the directory).
+    pub(crate) fn clear(&self) -> std::io::Result<()> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Ok(());
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let digest = name.strip_suffix(".bare").unwrap_or(&name);
+            let ours = name.starts_with(".staging-")
+                || (digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()));
+            if !ours {
+                continue;
+            }
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                std::fs::remove_dir_all(&path)?;
+            } else {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        Ok(())
+    }
+}
