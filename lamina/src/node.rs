@@ -372,8 +372,6 @@ async fn restore(
     }
 }
 
-/// On a fresh data directory, creates the first account and its access key, and writes
-/// the key to `<data-dir>/credentials` in the AWS shared-credentials format.
 /// Lays out the working copy of every package the catalog runs, from the code store,
 /// before anything may start an environment: working copies do not outlive a process.
 /// Packages an earlier version kept in plaintext are sealed first.
@@ -403,9 +401,18 @@ async fn lay_out_packages(packages: &Packages, catalog: &Catalog) -> anyhow::Res
             .await
             .with_context(|| format!("laying out package {digest}"))?;
     }
+    let referenced = wanted.into_iter().map(|(digest, _)| digest).collect();
+    let removed = packages
+        .remove_unreferenced(&referenced)
+        .context("removing packages no function uses")?;
+    if removed > 0 {
+        tracing::info!(removed, "removed packages no function uses");
+    }
     Ok(())
 }
 
+/// On a fresh data directory, creates the first account and its access key, and writes
+/// the key to `<data-dir>/credentials` in the AWS shared-credentials format.
 async fn bootstrap_account(
     accounts: &Accounts,
     config: &NodeConfig,

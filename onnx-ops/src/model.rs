@@ -30,10 +30,11 @@ pub struct LoadLimits {
 }
 
 impl Default for LoadLimits {
-    /// Room for scikit-learn forests of a few hundred deep trees and small neural nets.
+    /// Room for scikit-learn forests of a few hundred deep trees and neural nets as large
+    /// as Lambda lets a package be (250 MB unzipped): a model never outgrows its package.
     fn default() -> Self {
         LoadLimits {
-            max_model_bytes: 64 << 20,
+            max_model_bytes: 262_144_000,
             max_nodes: 10_000,
             max_tensor_bytes: 256 << 20,
         }

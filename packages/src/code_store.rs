@@ -95,23 +95,18 @@ impl CodeStore {
         }
     }
 
-    /// Whether the package is stored, in either form.
+    /// Whether the package is stored in the form new blobs take: a package kept in
+    /// plaintext before sealing was turned on is sealed when it is deployed again.
     pub(crate) async fn contains(&self, digest: &str) -> Result<bool, PackageError> {
-        for form in [Form::Sealed, Form::Plain] {
-            let name = Self::name(digest, form);
-            let found = match &self.location {
-                CodeStoreLocation::Local(dir) => dir.join(&name).is_file(),
-                CodeStoreLocation::S3 { bucket, prefix } => {
-                    self.s3
-                        .exists(bucket, &Self::object_key(prefix, &name))
-                        .await?
-                }
-            };
-            if found {
-                return Ok(true);
+        let name = Self::name(digest, self.new_blobs);
+        match &self.location {
+            CodeStoreLocation::Local(dir) => Ok(dir.join(&name).is_file()),
+            CodeStoreLocation::S3 { bucket, prefix } => {
+                self.s3
+                    .exists(bucket, &Self::object_key(prefix, &name))
+                    .await
             }
         }
-        Ok(false)
     }
 
     /// Stores the object at `object` as package `digest`; `scratch` is a free path for the

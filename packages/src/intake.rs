@@ -69,6 +69,35 @@ pub fn check_bare(
     }
 }
 
+/// A bare object becomes one file named by the handler, so the handler must name a file
+/// of the runtime's kind: never a settings file (`lamina-model.json`) or anything else an
+/// environment would read as more than the model or module itself.
+pub fn check_bare_handler(runtime: Runtime, handler: &str) -> Result<(), PackageError> {
+    let suffix = match runtime {
+        Runtime::Onnx => ".onnx",
+        Runtime::Wasm => ".wasm",
+    };
+    if handler.to_ascii_lowercase().ends_with(suffix) {
+        Ok(())
+    } else {
+        Err(PackageError::Invalid(format!(
+            "The object is a single file, not a zip: its Handler must name it with the {suffix} extension (for example model{suffix}), or upload a zip."
+        )))
+    }
+}
+
+/// Whether a package's handler file is a pickle by its first bytes, whatever its name.
+pub fn refuse_pickle_content(
+    runtime: Runtime,
+    handler: &str,
+    head: &[u8],
+) -> Result<(), PackageError> {
+    if runtime == Runtime::Onnx && looks_like_pickle(head) {
+        return Err(pickle_refused(handler));
+    }
+    Ok(())
+}
+
 fn is_pickle_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     PICKLE_SUFFIXES.iter().any(|s| lower.ends_with(s))

@@ -43,8 +43,9 @@ use working_copies::WorkingCopies;
 pub struct PackagesConfig {
     /// The plaintext working copies (`--package-cache-dir`).
     pub working_dir: PathBuf,
-    /// Objects on their way in (on the same disk as the data directory, never in memory).
-    pub incoming_dir: PathBuf,
+    /// Where packages of an earlier version of Lamina may still lie in plaintext
+    /// (`<data-dir>/packages`), to be sealed into the code store at start.
+    pub legacy_dir: PathBuf,
     pub code_store: CodeStoreLocation,
     pub seal_key: SealKey,
     /// Whether new blobs are sealed (`--encrypt-packages`); sealed blobs always open.
@@ -59,7 +60,7 @@ impl PackagesConfig {
     pub fn in_data_dir(data_dir: &Path, seal_key: SealKey, region: &str) -> PackagesConfig {
         PackagesConfig {
             working_dir: data_dir.join("unpacked"),
-            incoming_dir: data_dir.join("incoming"),
+            legacy_dir: data_dir.join("packages"),
             code_store: CodeStoreLocation::Local(data_dir.join("packages")),
             seal_key,
             encrypt: true,
@@ -105,7 +106,10 @@ struct Inner {
     s3: S3,
     store: CodeStore,
     copies: WorkingCopies,
+    /// Objects on their way in: plaintext, so beside the working copies (on tmpfs when
+    /// they are), never in the data directory.
     incoming: PathBuf,
+    legacy_dir: PathBuf,
 }
 
 /// A file on its way in, removed whatever happens to the request that brought it.
@@ -125,8 +129,9 @@ impl Packages {
         if let CodeStoreLocation::Local(dir) = &config.code_store {
             std::fs::create_dir_all(dir)?;
         }
-        std::fs::create_dir_all(&config.incoming_dir)?;
-        for entry in std::fs::read_dir(&config.incoming_dir)?.flatten() {
+        let incoming = config.working_dir.join(".incoming");
+        std::fs::create_dir_all(&incoming)?;
+        for entry in std::fs::read_dir(&incoming)?.flatten() {
             let _ = std::fs::remove_file(entry.path());
         }
         let copies = WorkingCopies::open(config.working_dir)?;
@@ -142,7 +147,8 @@ impl Packages {
                 ),
                 s3,
                 copies,
-                incoming: config.incoming_dir,
+                incoming,
+                legacy_dir: config.legacy_dir,
             }),
         })
     }
@@ -188,6 +194,14 @@ impl Packages {
             Source::Upload(_) => None,
         };
         intake::refuse_pickle_names(runtime, handler, object_name)?;
+        if let (Source::S3(location), CodeStoreLocation::S3 { bucket, prefix }) =
+            (&source, self.inner.store.location())
+            && location.bucket == *bucket
+            && (prefix.is_empty() || location.key.starts_with(&format!("{prefix}/")))
+        {
+            // Every account's packages are under that prefix; no account deploys from it.
+            return Err(PackageError::Invalid(s3::access_denied_message(location)));
+        }
         let object = self.incoming("object");
         let (sha, size, head) = match &source {
             Source::Upload(bytes) => {
@@ -219,9 +233,16 @@ impl Packages {
         let shape = intake::shape(&head);
         if shape == Shape::Bare {
             intake::check_bare(runtime, &head, object_name)?;
+            intake::check_bare_handler(runtime, handler)?;
         }
         let digest = hex::encode(sha);
         let unzipped_bytes = self.lay_out(&digest, &object.0, shape, handler).await?;
+        if let Ok(handler_file) = intake::safe_entry_path(handler) {
+            let path = self.root(&digest).join(handler_file);
+            if path.is_file() {
+                intake::refuse_pickle_content(runtime, handler, &read_head(&path)?)?;
+            }
+        }
         if !self.inner.store.contains(&digest).await? {
             let scratch = self.incoming("sealed");
             self.inner.store.put(&digest, &object.0, &scratch.0).await?;
@@ -293,9 +314,10 @@ impl Packages {
     /// local code store (`<digest>.zip` beside its unpacked `<digest>/`), then removes
     /// the plaintext. Returns how many it adopted.
     pub async fn adopt_plaintext_packages(&self) -> Result<usize, PackageError> {
-        let CodeStoreLocation::Local(dir) = self.inner.store.location().clone() else {
+        let dir = self.inner.legacy_dir.clone();
+        if !dir.is_dir() {
             return Ok(0);
-        };
+        }
         let mut adopted = 0;
         for entry in std::fs::read_dir(&dir)?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -320,6 +342,30 @@ impl Packages {
             adopted += 1;
         }
         Ok(adopted)
+    }
+
+    /// Removes the blobs of a local code store that no version uses (a deploy refused
+    /// after its package was stored, a function deleted). Only a local store: a bucket
+    /// may be shared by nodes deploying at this moment. Returns how many it removed.
+    pub fn remove_unreferenced(
+        &self,
+        referenced: &std::collections::BTreeSet<String>,
+    ) -> Result<usize, PackageError> {
+        let CodeStoreLocation::Local(dir) = self.inner.store.location() else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for entry in std::fs::read_dir(dir)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some((digest, form)) = name.split_once('.') else {
+                continue;
+            };
+            if matches!(form, "sealed" | "plain") && !referenced.contains(digest) {
+                std::fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Removes every plaintext working copy (at a graceful stop).
@@ -474,12 +520,52 @@ mod tests {
             std::fs::read(first.root.join("models/v2.onnx")).unwrap(),
             model
         );
+        // No one plants a settings file in a package others run.
+        let err = packages
+            .take(
+                Source::Upload(model.clone()),
+                Runtime::Onnx,
+                "lamina-model.json",
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(".onnx"), "{err}");
+        let err = packages
+            .materialise(&first.digest, "lamina-model.json")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PackageError::Invalid(_)), "{err:?}");
+        assert!(!first.root.join("lamina-model.json").exists());
         packages.clear_working_copies().unwrap();
         let root = packages
             .materialise(&first.digest, "other.onnx")
             .await
             .unwrap();
         assert_eq!(std::fs::read(root.join("other.onnx")).unwrap(), model);
+    }
+
+    #[tokio::test]
+    async fn blobs_no_version_uses_are_removed_and_plaintext_is_sealed_when_deployed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let zip = zip_of(&[("model.onnx", SECRET_WEIGHTS)]);
+        let stored = open(dir.path(), 1, false)
+            .take(Source::Upload(zip.clone()), Runtime::Onnx, "model.onnx")
+            .await
+            .unwrap();
+        let packages = open(dir.path(), 1, true);
+        packages
+            .take(Source::Upload(zip), Runtime::Onnx, "model.onnx")
+            .await
+            .unwrap();
+        let kept = std::collections::BTreeSet::from([stored.digest.clone()]);
+        assert_eq!(packages.remove_unreferenced(&kept).unwrap(), 0);
+        let store = dir.path().join("packages");
+        assert!(store.join(format!("{}.sealed", stored.digest)).is_file());
+        assert_eq!(
+            packages.remove_unreferenced(&Default::default()).unwrap(),
+            2
+        );
+        assert_eq!(files_under(&store), vec![]);
     }
 
     #[tokio::test]

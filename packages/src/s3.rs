@@ -314,12 +314,7 @@ fn s3_code_message(location: &S3Location, code: &str, message: Option<&str>) -> 
         "NoSuchKey" => Some("The specified key does not exist."),
         "NoSuchBucket" => Some("The specified bucket does not exist"),
         "NoSuchVersion" => Some("The specified version does not exist."),
-        "AccessDenied" => {
-            return format!(
-                "Your access has been denied by S3, please make sure your request credentials have permission to GetObject for {}/{}. S3 Error Code: AccessDenied. S3 Error Message: Access Denied",
-                location.bucket, location.key
-            );
-        }
+        "AccessDenied" => return access_denied_message(location),
         _ => None,
     };
     let message = canonical.or(message).unwrap_or("");
@@ -340,6 +335,14 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     } else {
         text
     }
+}
+
+/// Lambda's message when S3 refuses the object to the caller.
+pub(crate) fn access_denied_message(location: &S3Location) -> String {
+    format!(
+        "Your access has been denied by S3, please make sure your request credentials have permission to GetObject for {}/{}. S3 Error Code: AccessDenied. S3 Error Message: Access Denied",
+        location.bucket, location.key
+    )
 }
 
 fn unreachable(endpoint: &str, cause: &str) -> PackageError {

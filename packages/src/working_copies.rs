@@ -42,6 +42,8 @@ impl WorkingCopies {
     }
 
     /// Lays out the object at `object` as package `digest`. Returns the unpacked size.
+    /// Safe against a concurrent lay-out of the same digest: the loser of the publish
+    /// race goes on with the winner's copy.
     pub(crate) fn lay_out(
         &self,
         digest: &str,
@@ -51,41 +53,52 @@ impl WorkingCopies {
         limits: &PackageLimits,
     ) -> Result<u64, PackageError> {
         let root = self.root(digest);
-        if root.is_dir() {
-            if shape == Shape::Bare && !root.join(handler).exists() {
-                let size = intake::place_bare(object, &root, handler)?;
-                intake::make_read_only(&root)?;
-                return Ok(size);
-            }
-            return Ok(intake::dir_size(&root)?);
+        if !root.is_dir() {
+            self.publish(digest, object, shape, handler, limits)?;
         }
-        let staging = self
-            .dir
-            .join(format!(".staging-{}", uuid::Uuid::new_v4().simple()));
+        if shape == Shape::Bare && !root.join(handler).exists() {
+            // Another handler's name for the same bytes: only a model or module name, so
+            // no one can plant a settings file in a package others run.
+            let lower = handler.to_ascii_lowercase();
+            if !(lower.ends_with(".onnx") || lower.ends_with(".wasm")) {
+                return Err(PackageError::Invalid(format!(
+                    "The package is a single file, so its Handler must end in .onnx or .wasm, not {handler}."
+                )));
+            }
+            self.add_bare_name(object, &root, handler)?;
+        }
+        Ok(intake::dir_size(&root)?)
+    }
+
+    fn publish(
+        &self,
+        digest: &str,
+        object: &Path,
+        shape: Shape,
+        handler: &str,
+        limits: &PackageLimits,
+    ) -> Result<(), PackageError> {
+        let root = self.root(digest);
+        let staging = self.scratch_path("staging");
         let laid_out = (|| {
-            let size = match shape {
+            match shape {
                 Shape::Zip => {
                     let file = std::io::BufReader::new(std::fs::File::open(object)?);
-                    intake::unpack_zip(file, &staging, limits)?
+                    intake::unpack_zip(file, &staging, limits)?;
                 }
                 Shape::Bare => {
                     std::fs::create_dir_all(&staging)?;
-                    intake::place_bare(object, &staging, handler)?
+                    intake::place_bare(object, &staging, handler)?;
+                    std::fs::write(self.bare_marker(digest), b"")?;
                 }
-            };
+            }
             intake::make_read_only(&staging)?;
-            if shape == Shape::Bare {
-                std::fs::write(self.bare_marker(digest), b"")?;
-            }
-            Ok::<u64, PackageError>(size)
+            Ok::<(), PackageError>(())
         })();
-        let size = match laid_out {
-            Ok(size) => size,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&staging);
-                return Err(e);
-            }
-        };
+        if let Err(e) = laid_out {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
         // Publish atomically: a concurrent deploy of the same bytes may have won.
         if std::fs::rename(&staging, &root).is_err() {
             let _ = std::fs::remove_dir_all(&staging);
@@ -96,7 +109,35 @@ impl WorkingCopies {
                 )));
             }
         }
-        Ok(size)
+        Ok(())
+    }
+
+    /// Gives a bare package's file a second name (the same bytes deployed under another
+    /// handler): copied beside the working copies, then renamed in, so no environment
+    /// ever sees half a file.
+    fn add_bare_name(&self, object: &Path, root: &Path, handler: &str) -> Result<(), PackageError> {
+        let staging = self.scratch_path("name");
+        let placed = (|| {
+            std::fs::create_dir_all(&staging)?;
+            intake::place_bare(object, &staging, handler)?;
+            let rel = intake::safe_entry_path(handler).map_err(PackageError::Invalid)?;
+            let target = root.join(&rel);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            if !target.exists() {
+                std::fs::rename(staging.join(&rel), &target)?;
+            }
+            intake::make_read_only(root)?;
+            Ok::<(), PackageError>(())
+        })();
+        let _ = std::fs::remove_dir_all(&staging);
+        placed
+    }
+
+    fn scratch_path(&self, what: &str) -> PathBuf {
+        self.dir
+            .join(format!(".staging-{what}-{}", uuid::Uuid::new_v4().simple()))
     }
 
     /// Removes every working copy and leftover staging directory (and nothing else that

@@ -842,6 +842,10 @@ def test_a_code_store_in_s3_holds_only_sealed_packages(s3_node, s3):
     for k in stored:
         assert marker not in s3.get_object(Bucket=bucket, Key=k)["Body"].read(), k
     assert files_containing(marker, node.data_dir / "packages") == []
+    # Every account's packages are under the prefix: no account deploys from it.
+    thief = unique("code-store-read")
+    refused_create(client, thief, bucket, stored[0], "Your access has been denied by S3")
+    assert_absent(client, thief)
 
 
 def test_a_second_node_serves_from_the_shared_code_store_without_redeploying(
