@@ -233,6 +233,17 @@ impl KeyRing {
         }
     }
 
+    /// Drops the cached answer for a key changed through another node, so the next
+    /// request signed with it reads it afresh.
+    pub fn forget(&self, key_id: &str) {
+        self.lock().remove(key_id);
+    }
+
+    /// Drops every cached answer.
+    pub fn forget_all(&self) {
+        self.lock().clear();
+    }
+
     async fn ask(&self, key_id: &str, budget: Option<Duration>) -> Answer {
         let lookup = self.accounts.credential(key_id);
         let result = match budget {
@@ -463,7 +474,10 @@ fn signature(
 /// digest is the capability, as a presigned URL's signature is), and function URLs, whose
 /// own AuthType decides.
 fn is_public(path: &str) -> bool {
-    path == "/metrics" || path.starts_with("/lamina/code/") || path.starts_with("/lambda-url/")
+    path == "/metrics"
+        || path == "/lamina/ready"
+        || path.starts_with("/lamina/code/")
+        || path.starts_with("/lambda-url/")
 }
 
 /// Middleware: verifies the signature of every API request and attaches the caller's

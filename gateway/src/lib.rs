@@ -8,7 +8,9 @@ pub mod api;
 pub mod auth;
 pub mod connections;
 pub mod error;
+pub mod membership;
 pub mod observe;
+pub mod propagation;
 pub mod state;
 pub mod tls;
 pub mod validate;
@@ -22,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 
 pub use connections::ConnectionLimits;
 pub use error::ApiError;
+pub use membership::NodeIdentity;
 pub use state::{AppState, GatewayConfig, Services};
 
 /// Every response carries `x-amzn-RequestId` (botocore reads it into ResponseMetadata);

@@ -176,8 +176,20 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// `GET /lamina/status`: the caller's environments per function version and state,
-/// in-flight invocations, and the node's limits, throttles, async queue and ledger.
+/// `GET /lamina/nodes`: the cluster's live nodes (`lamina nodes`).
+pub async fn nodes(
+    State(state): State<AppState>,
+    _caller: crate::auth::Caller,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({
+        "NodeId": state.node.node_id,
+        "Nodes": crate::membership::live_nodes(&state).await?,
+    })))
+}
+
+/// `GET /lamina/status`: this node and the cluster's live nodes, the caller's
+/// environments per function version and state, in-flight invocations, and the node's
+/// limits, throttles, async queue and ledger.
 pub async fn status(
     State(state): State<AppState>,
     caller: crate::auth::Caller,
@@ -208,7 +220,10 @@ pub async fn status(
     let limits = state.scheduler.limits();
     let (depth, oldest) = queue_state(&state).await?;
     let (backlog, lag) = ledger_state(&state);
+    let nodes = crate::membership::live_nodes(&state).await?;
     Ok(Json(json!({
+        "NodeId": state.node.node_id,
+        "Nodes": nodes,
         "Pools": pools,
         "Environments": state.scheduler.environments(),
         "Limits": {

@@ -39,6 +39,8 @@ pub struct Inner {
     pub observer: crate::observe::Observer,
     /// Access keys, for request signatures.
     pub keys: crate::auth::KeyRing,
+    /// This node as a member of its cluster.
+    pub node: Arc<crate::membership::NodeIdentity>,
 }
 
 /// Shared by every handler. Cheap to clone.
@@ -64,6 +66,7 @@ pub struct Services {
     pub accounts: store::accounts::Accounts,
     /// The node's metrics registry; the scheduler's counters are already in it.
     pub metrics: prometheus::Registry,
+    pub node: Arc<crate::membership::NodeIdentity>,
 }
 
 impl AppState {
@@ -78,6 +81,7 @@ impl AppState {
             async_notify,
             accounts,
             metrics,
+            node,
         } = services;
         AppState(Arc::new(Inner {
             arns: ArnBuilder::new(config.region.clone()),
@@ -92,6 +96,7 @@ impl AppState {
             queue,
             spool,
             async_notify,
+            node,
         }))
     }
 

@@ -4,7 +4,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{accounts, deploy, feedback, keys, logs, quality, up, usage};
+use crate::commands::{accounts, deploy, feedback, keys, logs, nodes, quality, up, usage};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,6 +41,8 @@ pub enum Command {
     /// Create, list and revoke access keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// List the live nodes of the cluster.
+    Nodes(nodes::NodesArgs),
 }
 
 impl Command {
@@ -55,6 +57,7 @@ impl Command {
             Command::Quality(args) => quality::run(args).await,
             Command::Accounts(command) => accounts::run(command).await,
             Command::Keys(command) => keys::run(command).await,
+            Command::Nodes(args) => nodes::run(args).await,
         }
     }
 }

@@ -1,3 +1,5 @@
 //! The `lamina` command's library side: assembling a node from all of Lamina's crates.
 
+pub mod membership;
 pub mod node;
+mod package_blobs;

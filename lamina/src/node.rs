@@ -7,12 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use gateway::{AppState, ConnectionLimits, GatewayConfig, Services};
-use packages::{CodeStoreLocation, PackageLimits, Packages, PackagesConfig, S3Config, SealKey};
+use gateway::{AppState, ConnectionLimits, GatewayConfig, NodeIdentity, Services};
+use packages::{
+    CodeStoreLocation, PackageLimits, Packages, PackagesConfig, S3Config, SealKey, SharedBlobsRef,
+};
 use protocol::{ExecutionBackend, Price};
-use scheduler::{DispatchConfig, Dispatcher, FunctionKey, Limits, Recorder, Scheduler};
+use scheduler::{
+    DispatchConfig, Dispatcher, FunctionKey, Leaseholder, Limits, Recorder, Scheduler,
+};
 use store::accounts::{Accounts, ServerKey};
-use store::{Catalog, Db, LedgerConfig, LedgerWriter, Queue, Spool};
+use store::{
+    Backend, Catalog, Db, LedgerConfig, LedgerWriter, Membership, PackageBlobs, Queue, Spool,
+};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use worker::{ModelConfig, Worker, WorkerConfig};
@@ -45,6 +51,10 @@ pub struct NodeConfig {
     /// The key that seals secrets and packages; `<data-dir>/server.key` when `None`.
     pub server_key_file: Option<PathBuf>,
     pub packages: PackageOptions,
+    /// This node's id in its cluster; kept in `<data-dir>/node-id` when `None`.
+    pub node_id: Option<String>,
+    /// Where other nodes reach this node; the public URL when `None`.
+    pub advertise_url: Option<String>,
 }
 
 /// Where the node keeps packages and how it reaches S3.
@@ -96,6 +106,8 @@ impl NodeConfig {
             connections: ConnectionLimits::default(),
             server_key_file: None,
             packages: PackageOptions::default(),
+            node_id: None,
+            advertise_url: None,
         }
     }
 
@@ -105,7 +117,13 @@ impl NodeConfig {
             .unwrap_or_else(|| self.data_dir.join("server.key"))
     }
 
-    fn packages_config(&self, server_key: &ServerKey) -> PackagesConfig {
+    /// `shared_blobs` is the database's blob store, the code store of a cluster that was
+    /// given no other.
+    fn packages_config(
+        &self,
+        server_key: &ServerKey,
+        shared_blobs: Option<SharedBlobsRef>,
+    ) -> PackagesConfig {
         let mut c = PackagesConfig::in_data_dir(
             &self.data_dir,
             SealKey::new(server_key.derive("lamina packages v1")),
@@ -114,6 +132,8 @@ impl NodeConfig {
         let options = &self.packages;
         if let Some(store) = &options.code_store {
             c.code_store = store.clone();
+        } else if let Some(blobs) = shared_blobs {
+            c.code_store = CodeStoreLocation::Shared(blobs);
         }
         if let Some(dir) = &options.working_dir {
             c.working_dir = dir.clone();
@@ -175,7 +195,12 @@ impl Node {
         let key_path = config.server_key_path();
         let server_key = ServerKey::load_or_create(&key_path)
             .with_context(|| format!("reading the server key {}", key_path.display()))?;
-        let packages = Packages::open(config.packages_config(&server_key))
+        let shared_blobs = (db.backend() == Backend::Postgres).then(|| {
+            SharedBlobsRef(Arc::new(crate::package_blobs::DatabaseBlobs(
+                PackageBlobs::new(db.clone()),
+            )))
+        });
+        let packages = Packages::open(config.packages_config(&server_key, shared_blobs))
             .context("opening the package store")?;
         let accounts = Accounts::new(db.clone(), server_key);
         accounts.check_server_key().await.with_context(|| {
@@ -213,11 +238,31 @@ impl Node {
 
         restore(&catalog, &scheduler, &backend).await;
 
+        let membership = Membership::new(db.clone());
+        let node = Arc::new(NodeIdentity::new(
+            crate::membership::node_id(config.node_id.as_deref(), &config.data_dir)?,
+            uuid::Uuid::new_v4().to_string(),
+            config
+                .advertise_url
+                .clone()
+                .unwrap_or_else(|| config.public_url.clone()),
+            membership.clone(),
+        ));
+        membership
+            .join(&node.node_id, &node.incarnation, &node.advertise_url)
+            .await
+            .context("joining the cluster")?;
+        node.set_ready(true);
+
         let dispatcher = Dispatcher::new(
             scheduler.clone(),
             catalog.clone(),
             queue.clone(),
             notify.clone(),
+            Leaseholder {
+                incarnation: node.incarnation.clone(),
+                membership,
+            },
             config.dispatch.clone(),
             &metrics,
         )
@@ -244,6 +289,7 @@ impl Node {
                 async_notify: notify,
                 accounts,
                 metrics,
+                node,
             },
         );
         let mut tasks = Vec::new();
@@ -257,6 +303,20 @@ impl Node {
             let rx = stop_rx.clone();
             tasks.push(tokio::spawn(async move {
                 s.run_housekeeping(stopped(rx)).await
+            }));
+        }
+        {
+            let s = state.clone();
+            let rx = stop_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                gateway::propagation::follow_catalog(s, stopped(rx)).await
+            }));
+        }
+        {
+            let s = state.clone();
+            let rx = stop_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                crate::membership::keep_membership(s, stopped(rx)).await
             }));
         }
         {
@@ -311,6 +371,12 @@ impl Node {
         tls: Option<Arc<gateway::tls::ServerConfig>>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        // Load balancers stop sending new requests while in-flight ones drain.
+        let node = self.state.node.clone();
+        let shutdown = async move {
+            shutdown.await;
+            node.set_ready(false);
+        };
         match tls {
             Some(config) => {
                 gateway::tls::serve_tls(listener, self.router(), config, self.connections, shutdown)
@@ -420,9 +486,16 @@ async fn bootstrap_account(
     if !accounts.is_empty().await? {
         return Ok(None);
     }
-    accounts
+    if let Err(e) = accounts
         .create_account(Some(&config.default_account), "root")
-        .await?;
+        .await
+    {
+        // Nodes of a new cluster started at once: one of them creates the account.
+        if !accounts.is_empty().await? {
+            return Ok(None);
+        }
+        return Err(e.into());
+    }
     let given = config
         .root_key
         .as_ref()

@@ -1,7 +1,8 @@
 //! The code store: every package a node took in, kept as one blob per digest (sealed,
-//! unless the node was told not to) in a local directory or under a prefix of an S3
-//! bucket, so that every node of a cluster reaches every package. Blobs are written
-//! whole or not at all, and checked against their digest whenever they are read back.
+//! unless the node was told not to) in a local directory, under a prefix of an S3
+//! bucket, or in a store the node shares with the rest of its cluster (the database), so
+//! that every node of a cluster reaches every package. Blobs are written whole or not at
+//! all, and checked against their digest whenever they are read back.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -16,8 +17,44 @@ use crate::seal::{self, OpenError, SealKey};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CodeStoreLocation {
     Local(PathBuf),
-    S3 { bucket: String, prefix: String },
+    S3 {
+        bucket: String,
+        prefix: String,
+    },
+    /// Blobs kept by the cluster's shared store (the database), handed in by the node.
+    Shared(SharedBlobsRef),
 }
+
+/// Named blobs every node of a cluster reaches, kept outside this crate (the node hands
+/// in its database). Blobs are written whole or not at all.
+#[async_trait::async_trait]
+pub trait SharedBlobs: Send + Sync {
+    async fn exists(&self, name: &str) -> Result<bool, PackageError>;
+    /// Stores the file at `path` as blob `name`.
+    async fn put_file(&self, name: &str, path: &Path) -> Result<(), PackageError>;
+    /// Writes blob `name` to `dest`; false when there is no such blob.
+    async fn get_file(&self, name: &str, dest: &Path) -> Result<bool, PackageError>;
+    /// What the store is, for messages: "the database".
+    fn describe(&self) -> String;
+}
+
+/// A handle on a [`SharedBlobs`]; two handles are equal when they are the same store.
+#[derive(Clone)]
+pub struct SharedBlobsRef(pub std::sync::Arc<dyn SharedBlobs>);
+
+impl std::fmt::Debug for SharedBlobsRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.describe())
+    }
+}
+
+impl PartialEq for SharedBlobsRef {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SharedBlobsRef {}
 
 impl CodeStoreLocation {
     /// `s3://bucket[/prefix]`, or a local directory.
@@ -41,6 +78,7 @@ impl std::fmt::Display for CodeStoreLocation {
         match self {
             CodeStoreLocation::Local(dir) => write!(f, "{}", dir.display()),
             CodeStoreLocation::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+            CodeStoreLocation::Shared(blobs) => f.write_str(&blobs.0.describe()),
         }
     }
 }
@@ -106,7 +144,26 @@ impl CodeStore {
                     .exists(bucket, &Self::object_key(prefix, &name))
                     .await
             }
+            CodeStoreLocation::Shared(blobs) => blobs.0.exists(&name).await,
         }
+    }
+
+    /// Writes the object at `object`, sealed as this store seals new blobs, to `scratch`,
+    /// from where it is copied to a bucket or the database.
+    async fn seal_to(
+        &self,
+        digest: &str,
+        object: &Path,
+        scratch: &Path,
+    ) -> Result<(), PackageError> {
+        let (key, form, object, scratch, digest) = (
+            self.key.clone(),
+            self.new_blobs,
+            object.to_owned(),
+            scratch.to_owned(),
+            digest.to_owned(),
+        );
+        blocking(move || write_blob(&key, form, &digest, &object, &scratch)).await
     }
 
     /// Stores the object at `object` as package `digest`; `scratch` is a free path for the
@@ -141,18 +198,17 @@ impl CodeStore {
                 .await
             }
             CodeStoreLocation::S3 { bucket, prefix } => {
-                let (key, form, object_path, scratch_path, d) = (
-                    self.key.clone(),
-                    self.new_blobs,
-                    object.to_owned(),
-                    scratch.to_owned(),
-                    digest.to_owned(),
-                );
-                blocking(move || write_blob(&key, form, &d, &object_path, &scratch_path)).await?;
+                self.seal_to(digest, object, scratch).await?;
                 let stored = self
                     .s3
                     .put_file(bucket, &Self::object_key(prefix, &name), scratch)
                     .await;
+                let _ = std::fs::remove_file(scratch);
+                stored
+            }
+            CodeStoreLocation::Shared(blobs) => {
+                self.seal_to(digest, object, scratch).await?;
+                let stored = blobs.0.put_file(&name, scratch).await;
                 let _ = std::fs::remove_file(scratch);
                 stored
             }
@@ -188,6 +244,13 @@ impl CodeStore {
                     }
                     scratch.to_owned()
                 }
+                CodeStoreLocation::Shared(blobs) => {
+                    if !blobs.0.get_file(&name, scratch).await? {
+                        let _ = std::fs::remove_file(scratch);
+                        continue;
+                    }
+                    scratch.to_owned()
+                }
             };
             let (key, d, dest_path, location) = (
                 self.key.clone(),
@@ -197,7 +260,7 @@ impl CodeStore {
             );
             let read =
                 blocking(move || read_blob(&key, form, &d, &blob, &dest_path, &location)).await;
-            if matches!(self.location, CodeStoreLocation::S3 { .. }) {
+            if !matches!(self.location, CodeStoreLocation::Local(_)) {
                 let _ = std::fs::remove_file(scratch);
             }
             read?;

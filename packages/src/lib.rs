@@ -28,7 +28,7 @@ use std::sync::Arc;
 use protocol::Runtime;
 use sha2::{Digest, Sha256};
 
-pub use code_store::CodeStoreLocation;
+pub use code_store::{CodeStoreLocation, SharedBlobs, SharedBlobsRef};
 pub use error::PackageError;
 pub use intake::Shape;
 pub use limits::PackageLimits;

@@ -8,8 +8,12 @@
 //! failure puts the event back with exponential backoff (1 s up to 5 min) without using
 //! up an attempt. An event older than `MaximumEventAgeInSeconds` (default 6 h) is
 //! discarded. Discarded events go to the on-failure destination and/or the DLQ.
+//!
+//! Every node of a cluster runs a dispatcher on the one queue. Leases carry the node's
+//! incarnation; events leased by an incarnation that stopped heartbeating are taken over
+//! and settled against the ledger (`Dispatcher::recover`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -17,7 +21,7 @@ use bytes::Bytes;
 use protocol::names::{FunctionRef, LATEST};
 use protocol::{InvocationResult, InvocationType, Outcome, Payload};
 use serde_json::{Value, json};
-use store::{AsyncEvent, Catalog, EventInvokeConfig, FunctionEntry, Queue, Settlement};
+use store::{AsyncEvent, Catalog, EventInvokeConfig, FunctionEntry, Membership, Queue, Settlement};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::invocation::{InvocationRequest, Invoker, Target};
@@ -35,6 +39,16 @@ pub struct DispatchConfig {
     pub poll_interval: Duration,
     pub default_max_age: Duration,
     pub default_max_retries: u32,
+    /// How often events leased by incarnations that are no longer live are taken over.
+    pub recovery_interval: Duration,
+}
+
+/// Who holds this dispatcher's leases: the incarnation of the node it runs in, and the
+/// membership that says which incarnations are live.
+#[derive(Debug, Clone)]
+pub struct Leaseholder {
+    pub incarnation: String,
+    pub membership: Membership,
 }
 
 impl Default for DispatchConfig {
@@ -45,6 +59,7 @@ impl Default for DispatchConfig {
             poll_interval: Duration::from_millis(500),
             default_max_age: Duration::from_secs(6 * 3600),
             default_max_retries: 2,
+            recovery_interval: Duration::from_secs(5),
         }
     }
 }
@@ -80,6 +95,7 @@ struct Inner {
     queue: Queue,
     notify: Arc<Notify>,
     owner: String,
+    membership: Membership,
     config: DispatchConfig,
     metrics: AsyncMetrics,
     /// Throttles seen per event, for backoff; lost on restart, which only resets backoff.
@@ -113,6 +129,7 @@ impl Dispatcher {
         catalog: Arc<Catalog>,
         queue: Queue,
         notify: Arc<Notify>,
+        leaseholder: Leaseholder,
         config: DispatchConfig,
         metrics: &prometheus::Registry,
     ) -> prometheus::Result<Self> {
@@ -122,7 +139,8 @@ impl Dispatcher {
                 catalog,
                 queue,
                 notify,
-                owner: uuid::Uuid::new_v4().to_string(),
+                owner: leaseholder.incarnation,
+                membership: leaseholder.membership,
                 config,
                 metrics: AsyncMetrics::register(metrics)?,
                 throttles: Mutex::new(HashMap::new()),
@@ -130,48 +148,67 @@ impl Dispatcher {
         })
     }
 
-    /// Settles events a killed process left running: an attempt the ledger knows ended is
-    /// applied as ended (so it never runs twice to completion); any other goes back to
-    /// the queue. Call after the ledger's spool has been replayed.
+    /// Settles events that a killed process, or a node that stopped heartbeating, left
+    /// running: each is taken over first (so two live dispatchers never settle one), then
+    /// an attempt the ledger knows ended is applied as ended (so it never runs twice to
+    /// completion) and any other goes back to the queue. Run at start after the ledger's
+    /// spool has been replayed, and every `recovery_interval` after.
     pub async fn recover(&self) -> Result<usize, store::StoreError> {
-        let orphans = self.inner.queue.orphaned(&self.inner.owner).await?;
-        let n = orphans.len();
-        for event in orphans {
-            let attempt = event.attempts + 1;
-            match self
-                .inner
-                .queue
-                .attempt_outcome(&event.request_id, attempt)
+        let mut live: HashSet<String> = self
+            .inner
+            .membership
+            .live()
+            .await?
+            .into_iter()
+            .map(|n| n.incarnation)
+            .collect();
+        live.insert(self.inner.owner.clone());
+        let orphans = self.inner.queue.orphaned(&live).await?;
+        let mut recovered = 0;
+        for (event, previous) in orphans {
+            let owner = self.inner.owner.as_str();
+            let queue = &self.inner.queue;
+            if !queue
+                .take_over(&event.event_id, previous.as_deref(), owner)
                 .await?
             {
+                continue;
+            }
+            recovered += 1;
+            let attempt = event.attempts + 1;
+            let settlement = match queue.attempt_outcome(&event.request_id, attempt).await? {
                 Some((outcome, error_type)) => {
                     let outcome = Outcome::parse(&outcome).unwrap_or(Outcome::FunctionError);
-                    let settlement = self
-                        .after_attempt(&event, outcome, error_type.as_deref(), None, None)
-                        .await;
-                    self.inner
-                        .queue
-                        .settle(&event.event_id, &settlement)
-                        .await?;
+                    self.after_attempt(&event, outcome, error_type.as_deref(), None, None)
+                        .await
                 }
-                None => {
-                    let retry = Settlement::Retry {
-                        attempts: event.attempts,
-                        not_before_ms: now_ms(),
-                        last_error: Some("interrupted by a restart".into()),
-                    };
-                    self.inner.queue.settle(&event.event_id, &retry).await?;
-                }
-            }
+                None => Settlement::Retry {
+                    attempts: event.attempts,
+                    not_before_ms: now_ms(),
+                    last_error: Some("interrupted: the node running it stopped".into()),
+                },
+            };
+            queue.settle(&event.event_id, owner, &settlement).await?;
         }
-        Ok(n)
+        if recovered > 0 {
+            tracing::info!(recovered, "took over async events of stopped nodes");
+            self.inner.notify.notify_one();
+        }
+        Ok(recovered)
     }
 
     /// Runs until `shutdown` resolves.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) {
         let permits = Arc::new(Semaphore::new(self.inner.config.concurrency.max(1)));
         tokio::pin!(shutdown);
+        let mut next_recovery = tokio::time::Instant::now() + self.inner.config.recovery_interval;
         loop {
+            if tokio::time::Instant::now() >= next_recovery {
+                if let Err(e) = self.recover().await {
+                    tracing::warn!(error = %e, "cannot take over the async events of stopped nodes");
+                }
+                next_recovery = tokio::time::Instant::now() + self.inner.config.recovery_interval;
+            }
             let free = permits.available_permits() as u32;
             let leased = if free > 0 {
                 match self.inner.queue.lease_due(&self.inner.owner, free).await {
@@ -203,6 +240,7 @@ impl Dispatcher {
                 _ = &mut shutdown => return,
                 _ = self.inner.notify.notified() => {}
                 _ = tokio::time::sleep(self.inner.config.poll_interval) => {}
+                _ = tokio::time::sleep_until(next_recovery) => {}
             }
         }
     }
@@ -223,9 +261,21 @@ impl Dispatcher {
 
     async fn process(&self, event: AsyncEvent) {
         let settlement = self.attempt(&event).await;
-        if let Err(e) = self.inner.queue.settle(&event.event_id, &settlement).await {
-            // The lease stays; the next start's recovery settles it from the ledger.
-            tracing::error!(event_id = %event.event_id, error = %e, "cannot settle an async event");
+        match self
+            .inner
+            .queue
+            .settle(&event.event_id, &self.inner.owner, &settlement)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                event_id = %event.event_id,
+                "another node took this async event over while it ran; its settlement is theirs"
+            ),
+            // The lease stays; recovery settles it from the ledger.
+            Err(e) => {
+                tracing::error!(event_id = %event.event_id, error = %e, "cannot settle an async event")
+            }
         }
     }
 
@@ -235,6 +285,20 @@ impl Dispatcher {
             .catalog
             .function(&event.account_id, &event.function_name)
         else {
+            // Created through another node a moment ago, and not yet in this node's
+            // mirror: try again shortly, without counting an attempt.
+            if let Ok(true) = self
+                .inner
+                .catalog
+                .is_in_database(&event.account_id, &event.function_name)
+                .await
+            {
+                return Settlement::Retry {
+                    attempts: event.attempts,
+                    not_before_ms: now_ms() + 1000,
+                    last_error: None,
+                };
+            }
             // The function was deleted: nothing to run, nobody to notify.
             return Settlement::Done { follow_up: None };
         };

@@ -21,7 +21,7 @@ pub mod testing;
 mod core_tests;
 
 pub use crate::core::{FunctionKey, Limits, PoolId, ReserveError, ThrottleReason};
-pub use dispatch::{DispatchConfig, Dispatcher};
+pub use dispatch::{DispatchConfig, Dispatcher, Leaseholder};
 pub use invocation::{InvocationRequest, Invoker, PoolKey, Target};
 pub use metrics::{AsyncMetrics, DeliveryTarget, InvocationMetrics};
 pub use recorder::{InvocationMeta, Recorder};

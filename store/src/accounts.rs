@@ -9,6 +9,7 @@ use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use rand::RngCore;
 use sqlx::Row;
 
+use crate::catalog::propagation::Subject;
 use crate::db::{Db, StoreError, now_ms};
 
 const SERVER_KEY_BYTES: usize = 32;
@@ -314,19 +315,26 @@ impl Accounts {
     }
 
     /// Revokes a key; requests signed with it fail from then on.
+    /// Every node learns of it through the catalog's change feed, and drops its cached
+    /// answer for the key.
     pub async fn revoke_key(&self, key_id: &str) -> Result<(), AccountError> {
+        let mut tx = self.db.pool().begin().await.map_err(StoreError::from)?;
         let done = sqlx::query(
             "UPDATE access_keys SET revoked_at_ms = $1 \
              WHERE access_key_id = $2 AND revoked_at_ms IS NULL",
         )
         .bind(now_ms())
         .bind(key_id)
-        .execute(self.db.pool())
+        .execute(&mut *tx)
         .await
         .map_err(StoreError::from)?;
         if done.rows_affected() == 0 {
             return Err(AccountError::NoSuchKey(key_id.to_owned()));
         }
+        crate::catalog::propagation::record(&mut tx, Subject::AccessKey, "", key_id)
+            .await
+            .map_err(StoreError::from)?;
+        tx.commit().await.map_err(StoreError::from)?;
         Ok(())
     }
 }

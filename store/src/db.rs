@@ -118,6 +118,17 @@ impl Db {
         &self.pool
     }
 
+    /// A transaction that reads before it writes. On SQLite it takes the write lock at its
+    /// start: a deferred transaction whose snapshot another writer (the ledger, the queue)
+    /// overtook fails at its first write with SQLITE_BUSY, which no busy timeout waits out.
+    /// PostgreSQL's writers lock the rows they read with `FOR UPDATE` instead.
+    pub async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Any>> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }

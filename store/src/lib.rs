@@ -5,7 +5,10 @@
 //! - [`catalog`]: functions, versions, aliases and their settings, mirrored in memory;
 //!   [`catalog::entries`] is what it persists about each function.
 //! - [`ledger`]: the billing ledger and its crash-proof spool.
-//! - [`queue`]: the durable queue of asynchronous invocations.
+//! - [`queue`]: the durable queue of asynchronous invocations, drained by every node.
+//! - [`membership`]: the nodes of a cluster, their heartbeats and figures.
+//! - [`package_blobs`]: package blobs kept in the database, for clusters without a
+//!   shared bucket.
 //! - [`function_logs`]: function logs read back from the ledger, and their retention.
 //! - [`usage`]: usage per function, summed from the ledger.
 //! - [`quality`]: ground truth joined with logged predictions, and model scores.
@@ -15,10 +18,13 @@ pub mod catalog;
 pub mod db;
 pub mod function_logs;
 pub mod ledger;
+pub mod membership;
+pub mod package_blobs;
 pub mod quality;
 pub mod queue;
 pub mod usage;
 
+pub use catalog::propagation::{BeforePublish, CatchUp, FunctionChange, PublishAsIs};
 pub use catalog::{
     AliasRecord, Catalog, CatalogError, CatalogErrorKind, EventInvokeConfig, EventInvokeRecord,
     FunctionEntry, PolicyStatement, ProvisionedRecord, QualifierSetting, UrlConfigRecord,
@@ -27,5 +33,7 @@ pub use catalog::{
 pub use db::{Backend, Db, StoreError};
 pub use function_logs::{LogEntry, LogQuery};
 pub use ledger::{LedgerConfig, LedgerStats, LedgerWriter, LogRecord, Spool, SpoolEntry};
+pub use membership::{Membership, NodeLoad, NodeRecord};
+pub use package_blobs::PackageBlobs;
 pub use queue::{AsyncEvent, Queue, Settlement};
 pub use usage::Usage;

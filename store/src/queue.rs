@@ -1,15 +1,20 @@
 //! The durable queue of asynchronous (`Event`) invocations.
 //!
 //! What is persisted and why: an event row is inserted before the caller gets 202, so an
-//! accepted event survives any crash. A dispatcher leases due rows (`state = running`),
-//! runs them, and in one transaction either deletes the row or puts it back with its next
-//! attempt time, together with any destination event it produces, so a completion and
-//! its follow-up can never be half applied. A lease left by a killed process is settled
-//! at start-up against the ledger (see [`Queue::recover`]).
+//! accepted event survives any crash. A dispatcher leases due rows (`state = running`,
+//! `lease_owner` its node's incarnation; on PostgreSQL with `FOR UPDATE SKIP LOCKED`, so
+//! nodes draining one queue never lease the same row), runs them, and in one transaction
+//! either deletes the row or puts it back with its next attempt time, together with any
+//! destination event it produces, so a completion and its follow-up can never be half
+//! applied. Settling checks the lease is still its own. A lease whose owner is no longer
+//! a live incarnation is taken over by another dispatcher and settled against the ledger
+//! ([`Queue::orphaned`], [`Queue::take_over`]).
 
 use sqlx::Row;
 
-use crate::db::{Db, StoreError, now_ms};
+use std::collections::HashSet;
+
+use crate::db::{Backend, Db, StoreError, now_ms};
 
 /// One queued asynchronous invocation.
 #[derive(Debug, Clone, PartialEq)]
@@ -131,36 +136,60 @@ impl Queue {
     /// Leases up to `limit` due events for `owner`.
     pub async fn lease_due(&self, owner: &str, limit: u32) -> Result<Vec<AsyncEvent>, StoreError> {
         let now = now_ms();
-        let rows = sqlx::query(concat!(
-            "UPDATE async_events SET state = 'running', lease_owner = $1 \
-             WHERE event_id IN (SELECT event_id FROM async_events \
-               WHERE state = 'queued' AND not_before_ms <= $2 \
-               ORDER BY not_before_ms LIMIT $3) \
-             RETURNING ",
-            columns!()
-        ))
-        .bind(owner)
-        .bind(now)
-        .bind(limit as i64)
-        .fetch_all(self.db.pool())
-        .await?;
+        // The outer `state` check makes a row another dispatcher leased first drop out
+        // after the lock wait; on PostgreSQL, SKIP LOCKED makes it not wait at all.
+        let sql = match self.db.backend() {
+            Backend::Postgres => concat!(
+                "UPDATE async_events SET state = 'running', lease_owner = $1 \
+                 WHERE state = 'queued' AND event_id IN (SELECT event_id FROM async_events \
+                   WHERE state = 'queued' AND not_before_ms <= $2 \
+                   ORDER BY not_before_ms LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                 RETURNING ",
+                columns!()
+            ),
+            Backend::Sqlite => concat!(
+                "UPDATE async_events SET state = 'running', lease_owner = $1 \
+                 WHERE state = 'queued' AND event_id IN (SELECT event_id FROM async_events \
+                   WHERE state = 'queued' AND not_before_ms <= $2 \
+                   ORDER BY not_before_ms LIMIT $3) \
+                 RETURNING ",
+                columns!()
+            ),
+        };
+        let rows = sqlx::query(sql)
+            .bind(owner)
+            .bind(now)
+            .bind(limit as i64)
+            .fetch_all(self.db.pool())
+            .await?;
         let mut events = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
         events.sort_by_key(|e| e.not_before_ms);
         Ok(events)
     }
 
-    /// Settles a leased event, atomically with its follow-up.
-    pub async fn settle(&self, event_id: &str, settlement: &Settlement) -> Result<(), StoreError> {
+    /// Settles an event `owner` leased, atomically with its follow-up. False (and nothing
+    /// written) when the lease is no longer `owner`'s: another node took the event over
+    /// after this one stopped heartbeating.
+    pub async fn settle(
+        &self,
+        event_id: &str,
+        owner: &str,
+        settlement: &Settlement,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.db.pool().begin().await?;
-        match settlement {
+        let done = match settlement {
             Settlement::Done { follow_up } => {
-                sqlx::query("DELETE FROM async_events WHERE event_id = $1")
-                    .bind(event_id)
-                    .execute(&mut *tx)
-                    .await?;
-                if let Some(f) = follow_up {
+                let done = sqlx::query(
+                    "DELETE FROM async_events WHERE event_id = $1 AND lease_owner = $2",
+                )
+                .bind(event_id)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?;
+                if let (1, Some(f)) = (done.rows_affected(), follow_up) {
                     insert(&mut tx, f).await?;
                 }
+                done
             }
             Settlement::Retry {
                 attempts,
@@ -169,32 +198,64 @@ impl Queue {
             } => {
                 sqlx::query(
                     "UPDATE async_events SET state = 'queued', lease_owner = NULL, \
-                     attempts = $1, not_before_ms = $2, last_error = $3 WHERE event_id = $4",
+                     attempts = $1, not_before_ms = $2, last_error = $3 \
+                     WHERE event_id = $4 AND lease_owner = $5",
                 )
                 .bind(*attempts as i64)
                 .bind(*not_before_ms)
                 .bind(last_error.clone())
                 .bind(event_id)
+                .bind(owner)
                 .execute(&mut *tx)
-                .await?;
+                .await?
             }
-        }
+        };
         tx.commit().await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
-    /// Events a previous process was running when it stopped.
-    pub async fn orphaned(&self, live_owner: &str) -> Result<Vec<AsyncEvent>, StoreError> {
+    /// Running events whose lease owner is not among `live_owners`: left by a process
+    /// that was killed, or by a node that stopped heartbeating.
+    pub async fn orphaned(
+        &self,
+        live_owners: &HashSet<String>,
+    ) -> Result<Vec<(AsyncEvent, Option<String>)>, StoreError> {
         let rows = sqlx::query(concat!(
             "SELECT ",
             columns!(),
-            " FROM async_events WHERE state = 'running' \
-             AND (lease_owner IS NULL OR lease_owner <> $1)"
+            ", lease_owner FROM async_events WHERE state = 'running'"
         ))
-        .bind(live_owner)
         .fetch_all(self.db.pool())
         .await?;
-        Ok(rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?)
+        let mut out = Vec::new();
+        for row in &rows {
+            let owner: Option<String> = row.try_get("lease_owner")?;
+            if owner.as_ref().is_some_and(|o| live_owners.contains(o)) {
+                continue;
+            }
+            out.push((from_row(row)?, owner));
+        }
+        Ok(out)
+    }
+
+    /// Moves an orphaned event's lease from `previous` to `owner`; false when another
+    /// dispatcher took it over (or settled it) first.
+    pub async fn take_over(
+        &self,
+        event_id: &str,
+        previous: Option<&str>,
+        owner: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE async_events SET lease_owner = $1 WHERE event_id = $2 AND state = 'running' \
+             AND (lease_owner = $3 OR (lease_owner IS NULL AND $3 IS NULL))",
+        )
+        .bind(owner)
+        .bind(event_id)
+        .bind(previous)
+        .execute(self.db.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Whether the ledger holds a record of this attempt (it ran to an end).

@@ -692,3 +692,39 @@ def tmp_node(tmp_path, backend):
 
 def tmp_dir():
     return pathlib.Path(tempfile.mkdtemp())
+
+
+AWS = str(pathlib.Path(sys.executable).parent / "aws")
+
+
+def aws_lambda(endpoint, *args, cwd=None):
+    """`aws lambda ARGS` from this venv against `endpoint`, signing with the test key."""
+    env = dict(
+        os.environ,
+        AWS_ACCESS_KEY_ID="test",
+        AWS_SECRET_ACCESS_KEY="test",
+        AWS_DEFAULT_REGION="us-east-1",
+        # The machine's own profiles must not change what the CLI sends.
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_PAGER="",
+    )
+    return subprocess.run(
+        [AWS, "--endpoint-url", endpoint, "--output", "json", "lambda", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def environments_of(node, name):
+    """The function's environments on `node`, in any state, as its /lamina/status says."""
+    r = signed("GET", f"{node.endpoint}/lamina/status")
+    assert r.status_code == 200, r.text
+    return sum(
+        sum(p["Environments"][state] for state in ("Idle", "Busy", "Initializing"))
+        for p in r.json()["Pools"]
+        if p["FunctionName"] == name
+    )

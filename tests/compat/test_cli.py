@@ -3,35 +3,11 @@ function gives on the command line."""
 
 import base64
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
-from conftest import ROLE, arn, unique, wasm_zip
-
-AWS = str(pathlib.Path(sys.executable).parent / "aws")
-
+from conftest import ROLE, arn, aws_lambda, unique, wasm_zip
 
 def aws(lamina, *args, cwd=None):
-    env = dict(
-        os.environ,
-        AWS_ACCESS_KEY_ID="test",
-        AWS_SECRET_ACCESS_KEY="test",
-        AWS_DEFAULT_REGION="us-east-1",
-        # The machine's own profiles must not change what the CLI sends.
-        AWS_CONFIG_FILE=os.devnull,
-        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-        AWS_PAGER="",
-    )
-    return subprocess.run(
-        [AWS, "--endpoint-url", lamina.endpoint, "--output", "json", "lambda", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=120,
-    )
+    return aws_lambda(lamina.endpoint, *args, cwd=cwd)
 
 
 def test_cli_deploys_and_invokes_with_tail(lamina, client, tmp_path):

@@ -1,7 +1,9 @@
 """The operator assets in deploy/, checked without running them: Prometheus's config and
 alert rules through promtool (with the rules' unit tests), the Grafana dashboards'
 structure and queries (PromQL parses and names only metrics /metrics exports; SQL runs
-against the schema), and the compose, Kubernetes and systemd files.
+against the schema), the compose cluster and its HAProxy (`haproxy -c` where installed),
+the Kubernetes manifests against the API's schemas (kubernetes-validate, strict) and as
+`kubectl kustomize` renders them, and the systemd files.
 
 test_dashboards.py runs the dashboards' queries against a live node; the functions both
 modules use (dashboard targets, Grafana's variable and macro expansion) live here.
@@ -558,27 +560,66 @@ def test_sql_targets_run_against_the_schema(dashboards, schema_database):
                     assert "time" in columns, (panel["title"], columns)
 
 
-# ------------------------------------------------------------------ compose, Docker, k8s, systemd
+# ------------------------------------------------------------------ compose
 
 
 def compose():
     return yaml.safe_load((DEPLOY / "compose.yaml").read_text())
 
 
-def test_compose_runs_lamina_postgres_prometheus_and_grafana():
+def compose_environment(service):
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return env
+
+
+def compose_setting(service, flag, variable):
+    """A `lamina up` setting of a compose service: its flag in `command`, else its variable
+    in `environment`."""
+    command = service.get("command") or []
+    if flag in command:
+        return command[command.index(flag) + 1]
+    return compose_environment(service).get(variable)
+
+
+def lamina_nodes(services):
+    """The compose services that run `lamina up`, by name."""
+    return {
+        name: s
+        for name, s in services.items()
+        if s.get("image") == "lamina:local" and (s.get("command") or [None])[0] == "up"
+    }
+
+
+def test_compose_runs_two_lamina_nodes_on_one_postgres_behind_haproxy():
     c = compose()
     services = c["services"]
-    assert {"lamina", "postgres", "prometheus", "grafana"} <= set(services)
-    lamina = services["lamina"]
-    assert lamina["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile"}
-    command = lamina["command"]
-    assert command[0] == "up"
-    assert command[command.index("--listen") + 1] == "0.0.0.0:4599"
-    assert command[command.index("--database-url") + 1].startswith("postgres://")
-    assert "@postgres:5432/" in command[command.index("--database-url") + 1]
-    assert lamina["depends_on"]["postgres"]["condition"] == "service_healthy"
-    assert any(v.endswith(":/var/lib/lamina") for v in lamina["volumes"])
-    # Every bind mount exists in deploy/.
+    assert {"postgres", "haproxy", "prometheus", "grafana"} <= set(services)
+    nodes = lamina_nodes(services)
+    assert sorted(nodes) == ["lamina-1", "lamina-2"]
+    data_volumes, key_files = set(), set()
+    for name, node in nodes.items():
+        assert node["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile"}, name
+        assert compose_setting(node, "--listen", "LAMINA_LISTEN") == "0.0.0.0:4599", name
+        url = compose_setting(node, "--database-url", "LAMINA_DATABASE_URL")
+        assert url.startswith("postgres://") and "@postgres:5432/" in url, name
+        assert node["depends_on"]["postgres"]["condition"] == "service_healthy", name
+        # Other nodes reach it by its service name, not through HAProxy.
+        advertise = compose_setting(node, "--advertise-url", "LAMINA_ADVERTISE_URL")
+        assert advertise == f"http://{name}:4599", name
+        # Clients go through HAProxy, which keeps them away from draining nodes.
+        assert "ports" not in node, name
+        (data,) = [v.split(":")[0] for v in node["volumes"] if v.split(":")[1] == "/var/lib/lamina"]
+        data_volumes.add(data)
+        key = compose_setting(node, "--server-key-file", "LAMINA_SERVER_KEY_FILE")
+        assert key, f"{name} sets no server key file"
+        mounts = [v.split(":") for v in node["volumes"] if key.startswith(v.split(":")[1] + "/")]
+        assert mounts, f"{name}: {key} is on no volume"
+        key_files.add((mounts[0][0], key))
+    assert len(data_volumes) == len(nodes), "nodes share a data directory"
+    assert len(key_files) == 1, f"nodes use different server keys: {key_files}"
+    # Every bind mount exists in deploy/, every named volume and config is declared.
     for name, service in services.items():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
@@ -586,14 +627,63 @@ def test_compose_runs_lamina_postgres_prometheus_and_grafana():
                 assert (DEPLOY / source).exists(), f"{name}: {source}"
             else:
                 assert source in c["volumes"], f"{name}: volume {source} not declared"
+        for config in service.get("configs", []):
+            assert config["source"] in c["configs"], f"{name}: config {config['source']}"
 
 
-def test_compose_prometheus_scrapes_the_lamina_service():
-    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+def test_compose_haproxy_balances_over_the_lamina_nodes():
+    services = compose()["services"]
+    haproxy = services["haproxy"]
+    assert haproxy["image"].startswith("haproxy:")
+    assert "./haproxy/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" in haproxy["volumes"]
+    assert "4599:4599" in haproxy["ports"]
+    config = haproxy_config()
+    (frontend,) = sections_of(config, "frontend")
+    assert any(words[:2] == ["bind", ":4599"] for words in config[frontend])
+    (backend,) = sections_of(config, "backend")
+    servers = {words[2] for words in config[backend] if words[0] == "server"}
+    assert servers == {f"{name}:4599" for name in lamina_nodes(services)}
+
+
+def compose_prometheus_config():
+    c = compose()
+    prometheus = c["services"]["prometheus"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    (mounted,) = [
+        m for m in prometheus["configs"] if m["target"] == "/etc/prometheus/prometheus.yml"
+    ]
+    assert "./prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in prometheus["volumes"]
+    return c["configs"][mounted["source"]]["content"]
+
+
+def test_compose_prometheus_scrapes_every_node(tmp_path):
+    text = compose_prometheus_config()
+    config = yaml.safe_load(text)
+    nodes = lamina_nodes(compose()["services"])
     job = next(j for j in config["scrape_configs"] if j["job_name"] == "lamina")
     assert job.get("metrics_path", "/metrics") == "/metrics"
-    assert job["static_configs"][0]["targets"] == ["lamina:4599"]
-    assert "./prometheus:/etc/prometheus:ro" in compose()["services"]["prometheus"]["volumes"]
+    assert sorted(t for sc in job["static_configs"] for t in sc["targets"]) == sorted(
+        f"{name}:4599" for name in nodes
+    )
+
+    # The rest is prometheus/prometheus.yml, so that the two cannot drift apart.
+    def without_lamina_targets(c):
+        c = json.loads(json.dumps(c))
+        for j in c["scrape_configs"]:
+            if j["job_name"] == "lamina":
+                del j["static_configs"]
+        return c
+
+    standalone = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    assert without_lamina_targets(config) == without_lamina_targets(standalone)
+    (tmp_path / "prometheus.yml").write_text(text)
+    shutil.copy(PROMETHEUS_DIR / "alerts.yml", tmp_path / "alerts.yml")
+    out = subprocess.run(
+        [program("promtool"), "check", "config", "prometheus.yml"],
+        cwd=tmp_path, capture_output=True, text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "1 rule files found" in out.stdout + out.stderr
 
 
 def test_compose_grafana_sets_every_variable_provisioning_reads():
@@ -629,62 +719,319 @@ def test_dockerfile_builds_and_runs_lamina_up():
     assert {"target", ".git", "guests/target"} <= set(ignore)
 
 
-def kubernetes_objects():
-    objects = []
-    for path in sorted((DEPLOY / "kubernetes").glob("*.yaml")):
-        if path.name == "kustomization.yaml":
+# ------------------------------------------------------------------ HAProxy
+
+
+HAPROXY_CFG = DEPLOY / "haproxy" / "haproxy.cfg"
+HAPROXY_SECTIONS = {
+    "global", "defaults", "frontend", "backend", "listen", "resolvers", "peers",
+    "userlist", "program", "http-errors", "ring", "cache", "mailers",
+}
+
+
+def haproxy_config():
+    """haproxy.cfg as {(section, name): [directive words...]}, comments dropped."""
+    sections, current = {}, None
+    for raw in HAPROXY_CFG.read_text().splitlines():
+        words = raw.split("#", 1)[0].split()
+        if not words:
             continue
-        objects += [o for o in yaml.safe_load_all(path.read_text()) if o]
-    return objects
+        if not raw[0].isspace() and words[0] in HAPROXY_SECTIONS:
+            current = (words[0], words[1] if len(words) > 1 else "")
+            assert current not in sections, f"section {current} twice"
+            sections[current] = []
+        else:
+            assert current is not None, f"directive outside a section: {raw}"
+            sections[current].append(words)
+    return sections
 
 
-def test_kubernetes_manifests():
-    objects = kubernetes_objects()
+def sections_of(config, kind):
+    return [key for key in config if key[0] == kind]
+
+
+def haproxy_setting(config, backend, *keyword):
+    """The words after `keyword` in the backend, else in the defaults section."""
+    (defaults,) = sections_of(config, "defaults")
+    for section in (backend, defaults):
+        for words in reversed(config[section]):
+            if tuple(words[: len(keyword)]) == keyword:
+                return words[len(keyword):]
+    return None
+
+
+def test_haproxy_routes_only_to_ready_nodes_and_retries_safely():
+    config = haproxy_config()
+    (backend,) = sections_of(config, "backend")
+    assert haproxy_setting(config, backend, "mode") == ["http"]
+    assert haproxy_setting(config, backend, "balance")[0] in ("roundrobin", "leastconn")
+    # Health: a node that drains or drops out of the cluster answers 503 on /lamina/ready.
+    httpchk = haproxy_setting(config, backend, "option", "httpchk")
+    assert httpchk is not None, "no HTTP health check"
+    send = haproxy_setting(config, backend, "http-check", "send")
+    if send is not None:
+        assert "uri" in send, send
+        path = send[send.index("uri") + 1]
+    else:
+        assert len(httpchk) >= 2, httpchk
+        path = httpchk[1]
+    assert path == "/lamina/ready"
+    assert haproxy_setting(config, backend, "http-check", "expect") == ["status", "200"]
+    servers = [words for words in config[backend] if words[0] == "server"]
+    default_server = haproxy_setting(config, backend, "default-server") or []
+    assert len(servers) >= 2
+    for words in servers:
+        assert "check" in words[3:] + default_server, words
+        # Names must resolve at run time for `haproxy -c` and a start before the nodes.
+        assert "init-addr" in words[3:] + default_server, words
+    # Retries: three, each to another node, on failures where the node did not answer.
+    assert haproxy_setting(config, backend, "retries") == ["3"]
+    assert haproxy_setting(config, backend, "option", "redispatch") is not None
+    retry_on = set(haproxy_setting(config, backend, "retry-on") or [])
+    assert {"conn-failure", "empty-response", "response-timeout"} <= retry_on
+    # An Invoke that reached a node may have run: only connection failures may repeat it.
+    assert ["http-request", "disable-l7-retry", "unless", "METH_GET"] in config[backend]
+    # A synchronous Invoke waits for the function, up to Lambda's 900 s.
+    assert parse_interval(haproxy_setting(config, backend, "timeout", "server")[0]) > 900
+    assert parse_interval(haproxy_setting(config, backend, "timeout", "client")[0]) > 900
+
+
+def test_haproxy_accepts_its_configuration():
+    haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
+    if haproxy is None:
+        pytest.skip("haproxy is not installed (Debian package haproxy); the structure test parsed it")
+    out = subprocess.run([haproxy, "-c", "-f", str(HAPROXY_CFG)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Configuration file is valid" in out.stdout + out.stderr
+    # Unresolvable names (the compose services) are expected here; nothing else.
+    warnings = [
+        line for line in out.stderr.splitlines()
+        if "[WARNING]" in line and "could not resolve address" not in line
+    ]
+    assert warnings == [], warnings
+
+
+# ------------------------------------------------------------------ Kubernetes
+
+
+K8S = DEPLOY / "kubernetes"
+# The oldest Kubernetes the manifests are for: the preStop `sleep` action is on by default
+# from 1.30.
+KUBERNETES_VERSION = "1.30.0"
+# Needs prometheus-adapter, so it is applied by hand, not by the kustomization.
+K8S_EXAMPLES = {"hpa-example.yaml"}
+K8S_MANIFESTS = sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def kustomization():
+    return yaml.safe_load((K8S / "kustomization.yaml").read_text())
+
+
+def load_manifest(path):
+    return [o for o in yaml.safe_load_all(path.read_text()) if o]
+
+
+def validate_kubernetes(obj):
+    """Problems kubernetes-validate finds in one object against the API's schemas, in
+    strict mode (unknown fields are errors). A kind it has no schema for is a problem too."""
+    import kubernetes_validate
+
+    name = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+    try:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as e:
+        return [f"{name}: {'.'.join(map(str, e.path))}: {e.message}"]
+    except kubernetes_validate.SchemaNotFoundError as e:
+        return [f"{name}: {e.message}"]
+    return []
+
+
+@pytest.mark.parametrize("path", K8S_MANIFESTS, ids=lambda p: p.name)
+def test_kubernetes_manifest_matches_the_api_schema(path):
+    objects = load_manifest(path)
+    assert objects, f"{path.name} is empty"
+    problems = [p for o in objects for p in validate_kubernetes(o)]
+    assert problems == []
+
+
+def test_kubernetes_validation_rejects_a_misspelled_field():
+    """The check above catches what it is for: an unknown field, a wrong type."""
+    (statefulset,) = load_manifest(K8S / "statefulset.yaml")
+    container = statefulset["spec"]["template"]["spec"]["containers"][0]
+    container["readinessProbe"]["failureTreshold"] = 2
+    assert validate_kubernetes(statefulset)
+    del container["readinessProbe"]["failureTreshold"]
+    container["ports"][0]["containerPort"] = "4599"
+    assert validate_kubernetes(statefulset)
+
+
+def test_kustomization_lists_every_manifest_but_the_examples():
+    listed = kustomization()["resources"]
+    assert len(listed) == len(set(listed))
+    present = {p.name for p in K8S_MANIFESTS}
+    assert K8S_EXAMPLES <= present
+    assert set(listed) == present - K8S_EXAMPLES
+
+
+@pytest.fixture(scope="module")
+def kubernetes_objects():
+    """What `kubectl apply -k` would send: the kustomization rendered by `kubectl
+    kustomize` where kubectl is installed, else the resources it lists as written."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        return [o for name in kustomization()["resources"] for o in load_manifest(K8S / name)]
+    out = subprocess.run([kubectl, "kustomize", str(K8S)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return [o for o in yaml.safe_load_all(out.stdout) if o]
+
+
+def test_kustomize_renders_valid_manifests():
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed; every listed manifest is validated on its own above")
+    out = subprocess.run([kubectl, "kustomize", str(K8S)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    objects = [o for o in yaml.safe_load_all(out.stdout) if o]
+    assert [p for o in objects for p in validate_kubernetes(o)] == []
+    namespace = kustomization()["namespace"]
+    for o in objects:
+        if o["kind"] != "Namespace":
+            assert o["metadata"]["namespace"] == namespace, o["kind"]
+    (statefulset,) = [o for o in objects if o["kind"] == "StatefulSet"]
+    image = statefulset["spec"]["template"]["spec"]["containers"][0]["image"]
+    (rewrite,) = kustomization()["images"]
+    assert image == f"{rewrite['newName']}:{rewrite['newTag']}"
+
+
+def objects_by_kind(objects):
     by_kind = {}
     for o in objects:
         assert {"apiVersion", "kind", "metadata"} <= set(o), o
         by_kind.setdefault(o["kind"], []).append(o)
-    assert {"Deployment", "Service", "ConfigMap", "Secret"} <= set(by_kind)
-    (deployment,) = by_kind["Deployment"]
-    spec = deployment["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
+    return by_kind
+
+
+def selects(selector, labels):
+    return selector.items() <= labels.items()
+
+
+def test_kubernetes_runs_a_cluster_of_nodes(kubernetes_objects):
+    by_kind = objects_by_kind(kubernetes_objects)
+    # Nodes own their volumes; nothing is shared, and no second controller runs Lamina.
+    assert "Deployment" not in by_kind and "PersistentVolumeClaim" not in by_kind
+    (statefulset,) = by_kind["StatefulSet"]
+    spec = statefulset["spec"]
+    assert spec["replicas"] == 3
+    assert spec["podManagementPolicy"] == "Parallel"
+    assert spec["updateStrategy"]["type"] == "RollingUpdate"
     template = spec["template"]
-    assert spec["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+    labels = template["metadata"]["labels"]
+    assert selects(spec["selector"]["matchLabels"], labels)
     annotations = template["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/port"] == "4599"
     assert annotations["prometheus.io/path"] == "/metrics"
-    (container,) = template["spec"]["containers"]
+    pod = template["spec"]
+    # Draining waits for in-flight invocations, up to Lambda's longest timeout.
+    assert pod["terminationGracePeriodSeconds"] > 900
+    # Service links would add LAMINA_SERVICE_HOST and the like to the node's settings.
+    assert pod["enableServiceLinks"] is False
+
+    services = {s["metadata"]["name"]: s for s in by_kind["Service"]}
+    headless = services[spec["serviceName"]]
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["publishNotReadyAddresses"] is True
+    assert selects(headless["spec"]["selector"], labels)
+    (client,) = [s for s in services.values() if s["spec"].get("clusterIP") != "None"]
+    assert selects(client["spec"]["selector"], labels)
+    assert client["spec"]["ports"][0]["port"] == 4599
+
+    (budget,) = by_kind["PodDisruptionBudget"]
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert selects(budget["spec"]["selector"]["matchLabels"], labels)
+
+    (container,) = pod["containers"]
     assert container["args"][0] == "up"
     assert [p["containerPort"] for p in container["ports"]] == [4599]
-    refs = {r.get("secretRef", {}).get("name") for r in container["envFrom"]} - {None}
-    configs = {r.get("configMapRef", {}).get("name") for r in container["envFrom"]} - {None}
-    secrets = {s["metadata"]["name"]: s for s in by_kind["Secret"]}
-    assert refs and refs <= set(secrets)
-    assert any("LAMINA_DATABASE_URL" in secrets[r]["stringData"] for r in refs)
+    assert container["readinessProbe"]["httpGet"]["path"] == "/lamina/ready"
+    # A database outage must not restart the nodes.
+    assert "tcpSocket" in container["livenessProbe"] and "httpGet" not in container["livenessProbe"]
+    context = container["securityContext"]
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"]["drop"] == ["ALL"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+
+    # Settings: the ConfigMap and Secret it reads, then its own env list.
     config_maps = {c["metadata"]["name"]: c for c in by_kind["ConfigMap"]}
-    assert configs <= set(config_maps)
-    assert any(config_maps[c]["data"]["LAMINA_LISTEN"] == "0.0.0.0:4599" for c in configs)
-    (service,) = by_kind["Service"]
-    assert service["spec"]["selector"].items() <= template["metadata"]["labels"].items()
-    assert service["spec"]["ports"][0]["port"] == 4599
-    claims = {c["metadata"]["name"] for c in by_kind.get("PersistentVolumeClaim", [])}
-    volumes = template["spec"]["volumes"]
-    assert any(v.get("persistentVolumeClaim", {}).get("claimName") in claims for v in volumes)
-    kustomization = yaml.safe_load((DEPLOY / "kubernetes" / "kustomization.yaml").read_text())
-    listed = set(kustomization["resources"])
-    present = {p.name for p in (DEPLOY / "kubernetes").glob("*.yaml")} - {"kustomization.yaml"}
-    assert listed == present
+    secrets = {s["metadata"]["name"]: s for s in by_kind["Secret"]}
+    settings = {}
+    for source in container["envFrom"]:
+        if "configMapRef" in source:
+            settings.update(config_maps[source["configMapRef"]["name"]]["data"])
+        else:
+            settings.update(secrets[source["secretRef"]["name"]]["stringData"])
+    assert settings["LAMINA_LISTEN"] == "0.0.0.0:4599"
+    assert settings["LAMINA_DATABASE_URL"].startswith("postgres://")
+    env = container["env"]
+    names = [e["name"] for e in env]
+    assert len(names) == len(set(names))
+    by_name = {e["name"]: e for e in env}
+    # The pod's name: a pod back on its volume is the same node and replays its spool.
+    assert by_name["LAMINA_NODE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    # Kubernetes expands $(VAR) only for variables defined earlier in the list.
+    for i, e in enumerate(env):
+        for ref in re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", e.get("value", "")):
+            assert ref in names[:i] or ref in settings, f"{e['name']}: $({ref}) is not set before"
+    advertise = by_name["LAMINA_ADVERTISE_URL"]["value"]
+    assert advertise.startswith("http://$(LAMINA_NODE_ID)." + spec["serviceName"] + ".")
+    assert advertise.endswith(":4599")
+    for name in ("LAMINA_SERVER_KEY_FILE", "LAMINA_ADVERTISE_URL"):
+        assert name not in settings, f"{name} is per pod: set it in the StatefulSet only"
+
+    # Volumes: the data directory from the claim template, the server key from a Secret,
+    # unpacked packages in memory.
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    claims = {c["metadata"]["name"] for c in spec["volumeClaimTemplates"]}
+    assert mounts[settings["LAMINA_DATA_DIR"]]["name"] in claims
+    key_file = by_name["LAMINA_SERVER_KEY_FILE"]["value"]
+    key_dir, key_name = key_file.rsplit("/", 1)
+    key_mount = mounts[key_dir]
+    assert key_mount.get("readOnly") is True
+    assert "secret" in volumes[key_mount["name"]]
+    assert key_name == "server.key", "secret.yaml creates the secret from a file named server.key"
+    secret_name = volumes[key_mount["name"]]["secret"]["secretName"]
+    how = f"create secret generic {secret_name} --from-file=server.key"
+    assert how in (K8S / "secret.yaml").read_text(), "secret.yaml must say how to create it"
+    unpacked = volumes[mounts[settings["LAMINA_PACKAGE_CACHE_DIR"]]["name"]]
+    assert unpacked["emptyDir"]["medium"] == "Memory"
+
+    # Function URLs point at the client Service.
+    namespace = kustomization()["namespace"]
+    public = f"http://{client['metadata']['name']}.{namespace}.svc.cluster.local:4599"
+    assert settings["LAMINA_PUBLIC_URL"] == public
 
 
-def test_kustomize_renders_the_manifests():
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed; the manifests are checked as YAML above")
-    out = subprocess.run([kubectl, "kustomize", str(DEPLOY / "kubernetes")], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    kinds = [o["kind"] for o in yaml.safe_load_all(out.stdout) if o]
-    assert {"Deployment", "Service", "ConfigMap", "Secret"} <= set(kinds)
+def test_the_autoscaler_example_scales_the_statefulset_on_concurrent_executions():
+    (hpa,) = load_manifest(K8S / "hpa-example.yaml")
+    (statefulset,) = load_manifest(K8S / "statefulset.yaml")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["apiVersion"], target["kind"], target["name"]) == (
+        statefulset["apiVersion"], statefulset["kind"], statefulset["metadata"]["name"],
+    )
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["type"] == "Pods"
+    assert metric["pods"]["metric"]["name"] == "lamina_concurrent_executions"
+    assert "lamina_concurrent_executions" in LAMINA_METRICS
+    assert metric["pods"]["target"]["type"] == "AverageValue"
+    # Scaling in below the StatefulSet's count would defeat the disruption budget's spare.
+    assert hpa["spec"]["minReplicas"] == statefulset["spec"]["replicas"]
+    assert hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
+
+
+# ------------------------------------------------------------------ systemd
 
 
 def test_systemd_unit_runs_lamina_up():
@@ -710,3 +1057,23 @@ def test_systemd_unit_runs_lamina_up():
             if line.strip() and "/usr/local/bin/lamina" not in line
         ]
         assert complaints == [], complaints
+
+
+def test_systemd_cluster_settings():
+    path = DEPLOY / "systemd" / "lamina.env.example"
+    settings = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, sep, value = line.partition("=")
+            assert sep and re.fullmatch(r"LAMINA_[A-Z0-9_]+", name), line
+            settings[name] = value
+    assert settings["LAMINA_DATABASE_URL"].startswith("postgres://")
+    assert re.fullmatch(r"https?://[^/:]+:\d+", settings["LAMINA_ADVERTISE_URL"])
+    # DynamicUser cannot read /etc/lamina: the key arrives as the unit's credential.
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.read(DEPLOY / "systemd" / "lamina.service")
+    assert unit["Service"]["DynamicUser"] == "yes"
+    credential = re.search(r"LoadCredential=(\S+?):", path.read_text())
+    assert credential, "no LoadCredential= for the server key"
+    key_file = f"/run/credentials/lamina.service/{credential.group(1)}"
+    assert settings["LAMINA_SERVER_KEY_FILE"] == key_file

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from conftest import ROLE, signed, unique, wasm_zip
+from conftest import ROLE, environments_of, unique, wasm_zip
 
 
 def create(client, fixture, name=None, **kwargs):
@@ -60,17 +60,6 @@ def test_idle_environments_scale_to_zero(tmp_node):
     r, body = invoke_json(client, name, LogType="Tail")
     assert body["count"] == 1, "a new environment after the idle timeout"
     assert "Init Duration" in tail(r)
-
-
-def environments_of(node, name):
-    """The function's environments in any state, as /lamina/status reports them."""
-    r = signed("GET", f"{node.endpoint}/lamina/status")
-    assert r.status_code == 200, r.text
-    return sum(
-        sum(p["Environments"][state] for state in ("Idle", "Busy", "Initializing"))
-        for p in r.json()["Pools"]
-        if p["FunctionName"] == name
-    )
 
 
 def parallel(fn, n):

@@ -134,6 +134,8 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/lamina/code/{file}", get(f::code_zip))
         .route("/lamina/status", get(crate::observe::status))
+        .route("/lamina/ready", get(crate::membership::ready))
+        .route("/lamina/nodes", get(crate::observe::nodes))
         .route("/lamina/functions/{name}/logs", get(reports::logs))
         .route("/lamina/usage", get(reports::usage))
         .route("/lamina/functions/{name}/feedback", post(quality::feedback))

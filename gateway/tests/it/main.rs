@@ -85,11 +85,17 @@ impl Gateway {
                 catalog: catalog.clone(),
                 packages,
                 scheduler,
-                queue: Queue::new(db),
+                queue: Queue::new(db.clone()),
                 spool,
                 async_notify: Arc::new(tokio::sync::Notify::new()),
                 accounts,
                 metrics: registry,
+                node: Arc::new(gateway::NodeIdentity::new(
+                    "node-test".into(),
+                    "incarnation-test".into(),
+                    format!("http://{HOST}"),
+                    store::Membership::new(db),
+                )),
             },
         );
         Gateway {

@@ -6,6 +6,7 @@ pub mod deploy;
 pub mod feedback;
 pub mod keys;
 pub mod logs;
+pub mod nodes;
 pub mod quality;
 pub mod up;
 pub mod usage;

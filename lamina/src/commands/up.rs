@@ -137,6 +137,14 @@ pub struct UpArgs {
     /// cluster needs the same one. Created at `<data-dir>/server.key` when absent.
     #[arg(long, env = "LAMINA_SERVER_KEY_FILE")]
     pub server_key_file: Option<PathBuf>,
+    /// This node's id in its cluster. Default: the id kept in `<data-dir>/node-id`,
+    /// made up on the first start, so a node that comes back on its data directory is
+    /// the same node.
+    #[arg(long, env = "LAMINA_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Where other nodes and operators reach this node. Default: the public URL.
+    #[arg(long, env = "LAMINA_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
     #[command(flatten)]
     pub packages: PackageArgs,
 }
@@ -145,8 +153,8 @@ pub struct UpArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct PackageArgs {
     /// Where sealed packages are kept: a directory, or `s3://bucket/prefix` on the S3
-    /// endpoint so that every node of a cluster reaches every package. Default
-    /// `<data-dir>/packages`.
+    /// endpoint. Default: the database when it is PostgreSQL (so every node of a
+    /// cluster reaches every package), else `<data-dir>/packages`.
     #[arg(long, env = "LAMINA_CODE_STORE", value_parser = CodeStoreLocation::parse)]
     pub code_store: Option<CodeStoreLocation>,
     /// Where packages are unpacked for environments to read (the only plaintext copy;
@@ -242,6 +250,24 @@ impl UpArgs {
                 bundle.display()
             )));
         }
+        if let Some(id) = &self.node_id
+            && (id.is_empty()
+                || id.len() > 128
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+        {
+            return Err(UsageError(
+                "--node-id must be 1 to 128 letters, digits, '-', '_' or '.'".into(),
+            ));
+        }
+        if let Some(url) = &self.advertise_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(UsageError(
+                "--advertise-url must start with http:// or https://".into(),
+            ));
+        }
         if let Some(url) = &self.database_url
             && !(url.starts_with("postgres://")
                 || url.starts_with("postgresql://")
@@ -292,6 +318,8 @@ fn config(args: &UpArgs, public: String) -> NodeConfig {
         per_gb_second: args.price_per_gb_second,
     };
     c.server_key_file = args.server_key_file.clone();
+    c.node_id = args.node_id.clone();
+    c.advertise_url = args.advertise_url.clone();
     let p = &args.packages;
     c.packages = PackageOptions {
         code_store: p.code_store.clone(),

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use scheduler::testing::{Seen, Step};
-use scheduler::{DispatchConfig, Dispatcher, Limits};
+use scheduler::{DispatchConfig, Dispatcher, Leaseholder, Limits};
 use serde_json::{Value, json};
-use store::{AsyncEvent, EventInvokeConfig, EventInvokeRecord, Queue};
+use store::{AsyncEvent, EventInvokeConfig, EventInvokeRecord, Membership, Queue};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
@@ -41,6 +41,10 @@ impl Running {
             h.catalog.clone(),
             queue.clone(),
             notify.clone(),
+            Leaseholder {
+                incarnation: "incarnation-test".into(),
+                membership: Membership::new(h.db.clone()),
+            },
             DispatchConfig {
                 retry_base: RETRY_BASE,
                 concurrency: 4,

@@ -1,11 +1,12 @@
-//! Reading the whole catalog from the database at start: one query per table, the rows
-//! grouped by function, then one [`FunctionEntry`] assembled per row of `functions`.
+//! Reading the catalog from the database: the whole of it at start (one query per table,
+//! the rows grouped by function, then one [`FunctionEntry`] assembled per row of
+//! `functions`), or one function when a change to it is applied or propagated.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use sqlx::Row;
-use sqlx::any::AnyRow;
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::{AnyConnection, Row};
 
 use super::entries::*;
 use super::{FunctionId, Index};
@@ -21,7 +22,8 @@ struct Attached {
     urls: Grouped<UrlConfigRecord>,
     provisioned: Grouped<ProvisionedRecord>,
     event_configs: Grouped<EventInvokeRecord>,
-    statements: Grouped<PolicyStatement>,
+    /// Each with the place it was added in, which orders the policy.
+    statements: Grouped<(i64, PolicyStatement)>,
 }
 
 const FUNCTIONS: &str = "SELECT account_id, function_name, created_at_ms, \
@@ -37,13 +39,35 @@ const PROVISIONED: &str = "SELECT account_id, function_name, qualifier, requeste
 const EVENT_CONFIGS: &str = "SELECT account_id, function_name, qualifier, config, \
     last_modified_ms FROM event_invoke_configs";
 const STATEMENTS: &str = "SELECT account_id, function_name, qualifier, statement_id, \
-    statement FROM policy_statements";
+    statement, added_order FROM policy_statements";
+
+/// Which functions a read covers.
+#[derive(Clone, Copy)]
+enum Scope<'a> {
+    All,
+    One { account_id: &'a str, name: &'a str },
+}
+
+impl Scope<'_> {
+    /// `sql` limited to this scope's function; its account binds as $1, its name as $2.
+    fn query(self, sql: &'static str) -> sqlx::query::Query<'static, sqlx::Any, AnyArguments> {
+        match self {
+            Scope::All => sqlx::query(sql),
+            Scope::One { account_id, name } => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "{sql} WHERE account_id = $1 AND function_name = $2"
+            )))
+            .bind(account_id.to_owned())
+            .bind(name.to_owned()),
+        }
+    }
+}
 
 /// Reads every function with everything attached to it.
 pub(super) async fn read_all(db: &Db) -> Result<Index, StoreError> {
-    let mut attached = Attached::read(db).await?;
+    let mut conn = db.pool().acquire().await?;
+    let mut attached = Attached::read(&mut conn, Scope::All).await?;
     let mut index = Index::default();
-    let functions = sqlx::query(FUNCTIONS).fetch_all(db.pool()).await?;
+    let functions = sqlx::query(FUNCTIONS).fetch_all(&mut *conn).await?;
     for row in &functions {
         let entry = attached.entry(row)?;
         index.publish(Arc::new(entry));
@@ -51,15 +75,30 @@ pub(super) async fn read_all(db: &Db) -> Result<Index, StoreError> {
     Ok(index)
 }
 
+/// Reads one function with everything attached to it, on `conn` (in the transaction of a
+/// change, or on its own); `None` when the database does not hold it.
+pub(super) async fn read_function(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    name: &str,
+) -> Result<Option<FunctionEntry>, StoreError> {
+    let scope = Scope::One { account_id, name };
+    let Some(row) = scope.query(FUNCTIONS).fetch_optional(&mut *conn).await? else {
+        return Ok(None);
+    };
+    let mut attached = Attached::read(conn, scope).await?;
+    Ok(Some(attached.entry(&row)?))
+}
+
 impl Attached {
-    async fn read(db: &Db) -> Result<Self, StoreError> {
+    async fn read(conn: &mut AnyConnection, scope: Scope<'_>) -> Result<Self, StoreError> {
         Ok(Attached {
-            versions: grouped(db, VERSIONS, version).await?,
-            aliases: grouped(db, ALIASES, alias).await?,
-            urls: grouped(db, URLS, url).await?,
-            provisioned: grouped(db, PROVISIONED, provisioned).await?,
-            event_configs: grouped(db, EVENT_CONFIGS, event_config).await?,
-            statements: grouped(db, STATEMENTS, statement).await?,
+            versions: grouped(conn, scope, VERSIONS, version).await?,
+            aliases: grouped(conn, scope, ALIASES, alias).await?,
+            urls: grouped(conn, scope, URLS, url).await?,
+            provisioned: grouped(conn, scope, PROVISIONED, provisioned).await?,
+            event_configs: grouped(conn, scope, EVENT_CONFIGS, event_config).await?,
+            statements: grouped(conn, scope, STATEMENTS, statement).await?,
         })
     }
 
@@ -80,21 +119,31 @@ impl Attached {
             urls: by_key(take(&mut self.urls, &id), |u| &u.qualifier, Arc::new),
             provisioned: by_key(take(&mut self.provisioned, &id), |p| &p.qualifier, |p| p),
             event_configs: by_key(take(&mut self.event_configs, &id), |c| &c.qualifier, |c| c),
-            policy: take(&mut self.statements, &id),
+            policy: in_added_order(take(&mut self.statements, &id)),
             account_id: id.0,
             name: id.1,
         })
     }
 }
 
-/// Runs `sql` and groups its rows, each read by `read`, by their function.
+/// A policy's statements in the order they were added, as GetPolicy lists them, whichever
+/// order the database returned the rows in.
+fn in_added_order(mut statements: Vec<(i64, PolicyStatement)>) -> Vec<PolicyStatement> {
+    statements.sort_by(|(x_order, x), (y_order, y)| {
+        (x_order, &x.qualifier, &x.statement_id).cmp(&(y_order, &y.qualifier, &y.statement_id))
+    });
+    statements.into_iter().map(|(_, s)| s).collect()
+}
+
+/// Runs `sql` over `scope` and groups its rows, each read by `read`, by their function.
 async fn grouped<T>(
-    db: &Db,
+    conn: &mut AnyConnection,
+    scope: Scope<'_>,
     sql: &'static str,
     read: fn(&AnyRow) -> Result<T, StoreError>,
 ) -> Result<Grouped<T>, StoreError> {
     let mut out: Grouped<T> = HashMap::new();
-    for row in sqlx::query(sql).fetch_all(db.pool()).await? {
+    for row in scope.query(sql).fetch_all(&mut *conn).await? {
         out.entry(function_of(&row)?).or_default().push(read(&row)?);
     }
     Ok(out)
@@ -203,10 +252,11 @@ fn event_config(row: &AnyRow) -> Result<EventInvokeRecord, StoreError> {
     })
 }
 
-fn statement(row: &AnyRow) -> Result<PolicyStatement, StoreError> {
-    Ok(PolicyStatement {
+fn statement(row: &AnyRow) -> Result<(i64, PolicyStatement), StoreError> {
+    let statement = PolicyStatement {
         qualifier: row.try_get("qualifier")?,
         statement_id: row.try_get("statement_id")?,
         statement: parse(row, "statement", "policy statement")?,
-    })
+    };
+    Ok((row.try_get("added_order")?, statement))
 }

@@ -4,7 +4,8 @@
 //!
 //! Every change is written to the database in one transaction first and then swapped
 //! into memory, under one writer lock; readers see whole, immutable [`FunctionEntry`]
-//! values. Lamina runs one process per data directory, so this mirror is authoritative.
+//! values. The database is the record: every change re-reads the function in its own
+//! transaction, and [`propagation`] brings in the changes other nodes made.
 //!
 //! - this module: the [`Catalog`] type, its in-memory index and the reads.
 //! - [`entries`]: what the catalog persists about a function, as plain data.
@@ -15,17 +16,20 @@
 //! - `attachments`: what hangs off a function by qualifier (aliases, URL configs,
 //!   provisioned concurrency, event invoke configs, policy statements) and its settings.
 //! - `spec`: the execution spec of a version, as the worker needs it.
+//! - [`propagation`]: the change feed that keeps every node's mirror current.
 
 mod attachments;
 pub mod entries;
 mod error;
 mod functions;
 mod load;
+pub mod propagation;
 mod spec;
 mod write;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use attachments::QualifierSetting;
@@ -77,6 +81,8 @@ pub struct Catalog {
     packages_dir: PathBuf,
     region: String,
     index: RwLock<Index>,
+    /// The catalog revision the index reflects (see [`propagation`]).
+    revision: AtomicI64,
     /// Serialises changes, so that each one edits the entry the previous one published.
     writer: tokio::sync::Mutex<()>,
 }
@@ -92,12 +98,16 @@ impl std::fmt::Debug for Catalog {
 impl Catalog {
     /// Loads the whole catalog from the database.
     pub async fn load(db: Db, packages_dir: PathBuf, region: String) -> Result<Self, StoreError> {
+        // The revision first: a change committed between the two reads is read again by
+        // the next catch-up, which is harmless.
+        let revision = propagation::current_revision(&db).await?;
         let index = load::read_all(&db).await?;
         Ok(Catalog {
             db,
             packages_dir,
             region,
             index: RwLock::new(index),
+            revision: AtomicI64::new(revision),
             writer: tokio::sync::Mutex::new(()),
         })
     }

@@ -1,13 +1,17 @@
-//! One change to a function as one database transaction: the change edits a copy of the
-//! function's entry and lists the rows it puts or deletes; the transaction writes the
-//! function's own row and those rows; only after the commit is the new entry published.
+//! One change to a function as one database transaction: the transaction locks the
+//! function's row and reads the function afresh (another node may have changed it), the
+//! change edits that entry and lists the rows it puts or deletes, the transaction writes
+//! the function's own row and those rows and takes the next catalog revision; only after
+//! the commit is the new entry published.
 
 use std::sync::Arc;
 
 use sqlx::any::AnyArguments;
 
 use super::entries::*;
-use super::{Catalog, CatalogError};
+use super::propagation::{self, Subject};
+use super::{Catalog, CatalogError, load};
+use crate::db::Backend;
 
 /// One row put or deleted by a change, in the transaction of the others of that change.
 pub(super) enum Write {
@@ -85,7 +89,9 @@ impl Row {
             // AddPermission refuses an existing statement id before it gets here.
             Row::Statement(_) => (
                 "INSERT INTO policy_statements (account_id, function_name, qualifier, \
-                 statement_id, statement) VALUES ($1, $2, $3, $4, $5)",
+                 statement_id, statement, added_order) VALUES ($1, $2, $3, $4, $5, \
+                 (SELECT COALESCE(MAX(added_order), 0) + 1 FROM policy_statements \
+                  WHERE account_id = $1 AND function_name = $2))",
                 "DELETE FROM policy_statements WHERE account_id = $1 AND function_name = $2 \
                  AND qualifier = $3 AND statement_id = $4",
             ),
@@ -185,19 +191,41 @@ async fn update_function_row(tx: &mut Transaction<'_>, e: &FunctionEntry) -> sql
     Ok(done.rows_affected() > 0)
 }
 
-async fn insert_function_row(tx: &mut Transaction<'_>, e: &FunctionEntry) -> sqlx::Result<()> {
-    function_row(
+/// Inserts the function's own row; false when the function exists already (another node
+/// may have created it a moment ago).
+async fn insert_function_row(tx: &mut Transaction<'_>, e: &FunctionEntry) -> sqlx::Result<bool> {
+    let done = function_row(
         "INSERT INTO functions (account_id, function_name, reserved_concurrency, \
          next_version, tags, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (account_id, function_name) DO UPDATE SET \
-         reserved_concurrency = excluded.reserved_concurrency, \
-         next_version = excluded.next_version, tags = excluded.tags",
+         ON CONFLICT (account_id, function_name) DO NOTHING",
         e,
     )
     .bind(e.created_at_ms)
     .execute(&mut **tx)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() > 0)
+}
+
+/// Reads the function in the change's transaction; on PostgreSQL its row stays locked
+/// until the commit, so changes made through different nodes apply one after the other.
+/// SQLite serialises writers itself.
+async fn read_for_change(
+    tx: &mut Transaction<'_>,
+    backend: Backend,
+    account_id: &str,
+    name: &str,
+) -> Result<Option<FunctionEntry>, CatalogError> {
+    if backend == Backend::Postgres {
+        sqlx::query(
+            "SELECT function_name FROM functions WHERE account_id = $1 AND function_name = $2 \
+             FOR UPDATE",
+        )
+        .bind(account_id)
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await?;
+    }
+    Ok(load::read_function(tx, account_id, name).await?)
 }
 
 impl Catalog {
@@ -213,19 +241,21 @@ impl Catalog {
         change: impl FnOnce(&mut FunctionEntry) -> Result<(T, Vec<Write>), CatalogError>,
     ) -> Result<(T, Arc<FunctionEntry>), CatalogError> {
         let _guard = self.writer.lock().await;
-        let current = self
-            .function(account_id, name)
-            .ok_or(CatalogError::FunctionNotFound)?;
-        let mut next = (*current).clone();
-        let (value, writes) = change(&mut next)?;
-        let mut tx = self.db.pool().begin().await?;
-        if !update_function_row(&mut tx, &next).await? {
+        let mut tx = self.db.begin_write().await?;
+        let Some(mut next) = read_for_change(&mut tx, self.db.backend(), account_id, name).await?
+        else {
             // The database is the record; a mirror that still shows the function would
             // keep answering reads for it.
             self.write_index().forget(account_id, name);
             return Err(CatalogError::FunctionNotFound);
+        };
+        let (value, writes) = change(&mut next)?;
+        if !update_function_row(&mut tx, &next).await? {
+            self.write_index().forget(account_id, name);
+            return Err(CatalogError::FunctionNotFound);
         }
         apply_all(&mut tx, &next, &writes).await?;
+        propagation::record(&mut tx, Subject::Function, account_id, name).await?;
         tx.commit().await?;
         let next = Arc::new(next);
         let mut index = self.write_index();
@@ -244,9 +274,12 @@ impl Catalog {
         if self.function(&entry.account_id, &entry.name).is_some() {
             return Err(CatalogError::FunctionExists);
         }
-        let mut tx = self.db.pool().begin().await?;
-        insert_function_row(&mut tx, &entry).await?;
+        let mut tx = self.db.begin_write().await?;
+        if !insert_function_row(&mut tx, &entry).await? {
+            return Err(CatalogError::FunctionExists);
+        }
         apply_all(&mut tx, &entry, &writes).await?;
+        propagation::record(&mut tx, Subject::Function, &entry.account_id, &entry.name).await?;
         tx.commit().await?;
         let entry = Arc::new(entry);
         self.write_index().publish(entry.clone());
@@ -260,10 +293,12 @@ impl Catalog {
         name: &str,
     ) -> Result<Arc<FunctionEntry>, CatalogError> {
         let _guard = self.writer.lock().await;
-        let entry = self
-            .function(account_id, name)
-            .ok_or(CatalogError::FunctionNotFound)?;
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
+        let Some(entry) = read_for_change(&mut tx, self.db.backend(), account_id, name).await?
+        else {
+            self.write_index().forget(account_id, name);
+            return Err(CatalogError::FunctionNotFound);
+        };
         for statement in [
             "DELETE FROM functions WHERE account_id = $1 AND function_name = $2",
             "DELETE FROM function_versions WHERE account_id = $1 AND function_name = $2",
@@ -279,8 +314,9 @@ impl Catalog {
                 .execute(&mut *tx)
                 .await?;
         }
+        propagation::record(&mut tx, Subject::Function, account_id, name).await?;
         tx.commit().await?;
         self.write_index().forget(account_id, name);
-        Ok(entry)
+        Ok(Arc::new(entry))
     }
 }

@@ -10,7 +10,7 @@ use store::{
 
 use crate::backends;
 
-fn config(sha: &str) -> VersionConfig {
+pub fn config(sha: &str) -> VersionConfig {
     VersionConfig {
         runtime: "wasm".into(),
         handler: "function.wasm".into(),
@@ -33,7 +33,7 @@ fn config(sha: &str) -> VersionConfig {
     }
 }
 
-async fn load(db: &Db) -> Catalog {
+pub async fn load(db: &Db) -> Catalog {
     Catalog::load(db.clone(), "/packages".into(), "us-east-1".into())
         .await
         .unwrap()

@@ -9,6 +9,9 @@
 
 mod catalog;
 mod ledger;
+mod membership;
+mod package_blobs;
+mod propagation;
 mod queue;
 
 use sqlx::Connection;

@@ -1,4 +1,7 @@
-//! The async queue: durable events, leases, settlement with follow-ups, orphan recovery.
+//! The async queue: durable events, leases, settlement with follow-ups, orphans taken
+//! over by one live node, many nodes draining one queue.
+
+use std::collections::HashSet;
 
 use store::{AsyncEvent, Queue, Settlement};
 
@@ -36,6 +39,7 @@ async fn events_are_leased_once_and_settled_atomically() {
         // A retry comes back only when due.
         q.settle(
             &e1.event_id,
+            "me",
             &Settlement::Retry {
                 attempts: 1,
                 not_before_ms: e1.received_at_ms + 3_600_000,
@@ -50,6 +54,7 @@ async fn events_are_leased_once_and_settled_atomically() {
         let dest = event("destination");
         q.settle(
             &e2.event_id,
+            "me",
             &Settlement::Done {
                 follow_up: Some(dest.clone()),
             },
@@ -64,16 +69,90 @@ async fn events_are_leased_once_and_settled_atomically() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_dead_processs_leases_are_found() {
+async fn a_dead_processs_leases_are_found_and_taken_over_once() {
     for b in backends().await {
         let q = Queue::new(b.db.clone());
         let e = event("f");
         q.enqueue(&e).await.unwrap();
         q.lease_due("dead-process", 10).await.unwrap();
-        assert!(q.orphaned("dead-process").await.unwrap().is_empty());
-        let orphans = q.orphaned("new-process").await.unwrap();
+        let live = |owners: &[&str]| owners.iter().map(|o| o.to_string()).collect::<HashSet<_>>();
+        assert!(
+            q.orphaned(&live(&["dead-process"]))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let orphans = q.orphaned(&live(&["new-process"])).await.unwrap();
         assert_eq!(orphans.len(), 1, "{}", b.name);
-        assert_eq!(orphans[0].request_id, e.request_id);
+        assert_eq!(orphans[0].0.request_id, e.request_id);
+        assert_eq!(orphans[0].1.as_deref(), Some("dead-process"));
         assert_eq!(q.attempt_outcome(&e.request_id, 1).await.unwrap(), None);
+
+        // Two live nodes find the same orphan; only one takes it over.
+        let first = q.take_over(&e.event_id, Some("dead-process"), "node-a");
+        let second = q.take_over(&e.event_id, Some("dead-process"), "node-b");
+        let (first, second) = tokio::join!(first, second);
+        assert!(first.unwrap() ^ second.unwrap(), "{}", b.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_taken_over_cannot_be_settled_by_its_old_owner() {
+    for b in backends().await {
+        let q = Queue::new(b.db.clone());
+        let e = event("f");
+        q.enqueue(&e).await.unwrap();
+        q.lease_due("slow-node", 10).await.unwrap();
+        assert!(
+            q.take_over(&e.event_id, Some("slow-node"), "live-node")
+                .await
+                .unwrap()
+        );
+        let done = Settlement::Done {
+            follow_up: Some(event("destination")),
+        };
+        assert!(
+            !q.settle(&e.event_id, "slow-node", &done).await.unwrap(),
+            "{}",
+            b.name
+        );
+        // Neither the event nor the follow-up moved.
+        assert_eq!(q.depth().await.unwrap().0, 1, "{}", b.name);
+        assert!(q.settle(&e.event_id, "live-node", &done).await.unwrap());
+        assert_eq!(q.depth().await.unwrap().0, 1, "the follow-up replaced it");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dispatchers_on_many_nodes_never_lease_one_event_twice() {
+    for b in backends().await {
+        let q = Queue::new(b.db.clone());
+        let events: Vec<AsyncEvent> = (0..200).map(|_| event("f")).collect();
+        for e in &events {
+            q.enqueue(e).await.unwrap();
+        }
+        let mut leasers = Vec::new();
+        for node in 0..6 {
+            let q = q.clone();
+            leasers.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let got = q.lease_due(&format!("node-{node}"), 7).await.unwrap();
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(got.into_iter().map(|e| e.event_id));
+                }
+            }));
+        }
+        let mut seen = HashSet::new();
+        let mut total = 0;
+        for l in leasers {
+            for id in l.await.unwrap() {
+                total += 1;
+                assert!(seen.insert(id), "an event was leased twice on {}", b.name);
+            }
+        }
+        assert_eq!(total, events.len(), "{}", b.name);
     }
 }

@@ -1,0 +1,82 @@
+//! The node's place in its cluster: its id (kept in the data directory, so a node that
+//! comes back on its volume is the same node and replays its own ledger spool), and the
+//! heartbeat that keeps it a live member until it leaves.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use gateway::AppState;
+
+/// How often a node reports that it is alive; a node silent for
+/// `store::membership::DEAD_AFTER` is dead to the others.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The node id given, else the one kept in `<data-dir>/node-id`, made up on first start.
+pub fn node_id(given: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
+    if let Some(id) = given {
+        return Ok(id.to_owned());
+    }
+    let path = data_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(kept) if !kept.trim().is_empty() => return Ok(kept.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let id = format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    std::fs::write(&path, format!("{id}\n"))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
+}
+
+/// Heartbeats until `shutdown` resolves, then leaves the cluster. While the database is
+/// unreachable the node keeps serving (and stays ready): invocations do not need it.
+pub async fn keep_membership(state: AppState, shutdown: impl Future<Output = ()>) {
+    let node = state.node.clone();
+    let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tick.tick() => {}
+        }
+        let load = gateway::membership::node_load(&state);
+        match node
+            .membership
+            .heartbeat(&node.node_id, &node.incarnation, load)
+            .await
+        {
+            Ok(true) => {
+                if failing {
+                    tracing::info!("heartbeats reach the database again");
+                    failing = false;
+                }
+                node.set_ready(true);
+            }
+            Ok(false) => {
+                tracing::error!(
+                    node_id = %node.node_id,
+                    "another process started as this node (same --node-id or data directory); this one takes no more traffic"
+                );
+                node.set_ready(false);
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "cannot heartbeat; serving on, the others will count this node dead after 10 s");
+                    failing = true;
+                }
+            }
+        }
+    }
+    node.set_ready(false);
+    if let Err(e) = node
+        .membership
+        .leave(&node.node_id, &node.incarnation)
+        .await
+    {
+        tracing::warn!(error = %e, "cannot record leaving the cluster; the others will notice the silence");
+    }
+}

@@ -1,0 +1,460 @@
+"""Three nodes on one PostgreSQL database form one cluster behind a real HAProxy: a
+catalog change made through any node is in force on every node within a second, any node
+serves any function, `lamina nodes` follows the membership, and neither async events nor
+ledger rows are lost when a node is killed with SIGKILL and comes back on its data
+directory.
+
+The cluster is shared by the module (starting it takes seconds); the tests that kill
+nodes bring it back to three live nodes, and every test starts by making sure it is."""
+
+import collections
+import json
+import math
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+
+from cluster import ClusterOf3, haproxy_binary, require, wait_until
+from conftest import (
+    ROLE,
+    aws_lambda,
+    code_sha256,
+    drop_postgres_database,
+    environments_of,
+    expect_error,
+    fixture_bytes,
+    lamina_cli,
+    postgres_database,
+    unique,
+    wasm_zip,
+    zip_of,
+)
+
+# How soon a catalog change made through one node must be in force on the others.
+PROPAGATION_BOUND = 1.0
+
+
+@pytest.fixture(scope="module")
+def cluster_of_3(tmp_path_factory):
+    if haproxy_binary() is None:
+        require("HAProxy", "no haproxy on PATH or in /usr/sbin (apt-get install haproxy)")
+    url, why = postgres_database()
+    if url is None:
+        require("PostgreSQL", why)
+    cluster = ClusterOf3(
+        tmp_path_factory.mktemp("cluster"),
+        url,
+        extra=["--idle-timeout", "600", "--retry-base", "1"],
+    )
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        drop_postgres_database(url)
+
+
+@pytest.fixture
+def cluster(cluster_of_3):
+    """The module's cluster with all three nodes live, whatever an earlier test left."""
+    cluster_of_3.restore()
+    return cluster_of_3
+
+
+def create(client, fixture="echo", name=None, zip_bytes=None, **kwargs):
+    params = dict(
+        FunctionName=name or unique(fixture),
+        Runtime="wasm",
+        Role=ROLE,
+        Handler="function.wasm",
+        Code={"ZipFile": zip_bytes if zip_bytes is not None else wasm_zip(fixture)},
+    )
+    params.update(kwargs)
+    return client.create_function(**params)
+
+
+def exists(name):
+    def check(client):
+        try:
+            client.get_function(FunctionName=name)
+            return True
+        except client.exceptions.ResourceNotFoundException:
+            return False
+
+    return check
+
+
+def absent(name):
+    check = exists(name)
+    return lambda client: not check(client)
+
+
+def propagation(observers, check, since, timeout=10):
+    """Seconds from `since` (a time.monotonic()) until `check(client)` first holds on
+    each observer (label -> client), polling them in turn."""
+    pending = dict(observers)
+    seen = {}
+    deadline = since + timeout
+    while pending:
+        for label, client in list(pending.items()):
+            if check(client):
+                seen[label] = time.monotonic() - since
+                del pending[label]
+        if pending and time.monotonic() > deadline:
+            raise AssertionError(f"{sorted(pending)} did not see the change within {timeout} s")
+        time.sleep(0.01)
+    return seen
+
+
+def present_everywhere(cluster, name):
+    """Waits until every node knows `name` (tests that are not about propagation)."""
+    propagation(
+        {cluster.names[i]: cluster.client(i) for i in range(cluster.SIZE)},
+        exists(name),
+        time.monotonic(),
+    )
+
+
+def p99(samples):
+    """The nearest-rank 99th percentile."""
+    ordered = sorted(samples)
+    return ordered[math.ceil(0.99 * len(ordered)) - 1]
+
+
+def invoke_json(client, name, payload, **kwargs):
+    r = client.invoke(FunctionName=name, Payload=json.dumps(payload).encode(), **kwargs)
+    return r, json.loads(r["Payload"].read())
+
+
+def lamina_nodes(cluster, *args):
+    """`lamina nodes` against the load balancer, as an operator runs it."""
+    return lamina_cli(cluster.lb, "nodes", "--endpoint", cluster.lb.endpoint, *args, timeout=60)
+
+
+def listed_ids(cluster):
+    """The node ids `lamina nodes --output json` lists; the command's stderr if it failed."""
+    done = lamina_nodes(cluster, "--output", "json")
+    if done.returncode != 0:
+        return done.stderr
+    return {n["NodeId"] for n in json.loads(done.stdout)}
+
+
+def wait_listed(cluster, want, timeout, since=None):
+    """Seconds from `since` until `lamina nodes` lists exactly the ids in `want`."""
+    since = since if since is not None else time.monotonic()
+    last = {}
+
+    def listed():
+        last["answer"] = listed_ids(cluster)
+        return last["answer"] == set(want)
+
+    try:
+        wait_until(listed, timeout, f"lamina nodes to list {sorted(want)}", interval=0.1)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; last answer: {last.get('answer')}") from None
+    return time.monotonic() - since
+
+
+def ledger_rows(cluster, name):
+    return cluster.query(
+        "SELECT request_id, attempt, outcome FROM invocations WHERE function_name = ?", (name,)
+    )
+
+
+def leb128(n):
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def never_seen_wasm(fixture):
+    """The fixture with a custom section holding a fresh nonce: the same function, but
+    code (and a package) that no node can have laid out or compiled before."""
+    name = b"lamina-test-nonce"
+    payload = leb128(len(name)) + name + uuid.uuid4().hex.encode()
+    return fixture_bytes(fixture) + b"\x00" + leb128(len(payload)) + payload
+
+
+def test_three_nodes_form_one_cluster_with_one_root_account(cluster):
+    ids = cluster.node_ids
+    assert all(ids) and len(set(ids)) == 3, ids
+    addresses = {node_id: node.endpoint for node_id, node in zip(ids, cluster.nodes)}
+    for node_id, node in zip(ids, cluster.nodes):
+        # Unsigned, as a load balancer's health check asks.
+        assert requests.get(f"{node.endpoint}/lamina/ready", timeout=5).status_code == 200
+        listed = cluster.live_nodes(node.endpoint)
+        assert {n["NodeId"]: n["AdvertiseUrl"].rstrip("/") for n in listed} == addresses
+        assert [n["NodeId"] for n in listed if n["Self"]] == [node_id], listed
+        for n in listed:
+            for count in ("Environments", "InFlight", "ModelsLoaded"):
+                assert isinstance(n[count], int) and n[count] >= 0, n
+            assert n["StartedAt"] and n["LastHeartbeat"] >= n["StartedAt"], n
+    # /lamina/status is an account's view: unsigned, it is refused like the Lambda API.
+    unsigned = requests.get(f"{cluster.lb.endpoint}/lamina/status", timeout=5)
+    assert unsigned.status_code == 403
+    assert unsigned.headers["x-amzn-ErrorType"] == "MissingAuthenticationTokenException"
+    # The first node made the root account and its key; the others found them.
+    assert cluster.created_root == ["node1"], cluster.created_root
+    assert cluster.query("SELECT COUNT(*) FROM accounts") == [(1,)]
+    assert cluster.query("SELECT COUNT(*) FROM access_keys") == [(1,)]
+
+
+def test_a_function_created_on_one_node_is_served_by_every_node_within_a_second(cluster):
+    name = unique("everywhere")
+    observers = {"node2": cluster.client(1), "node3": cluster.client(2)}
+    # Absent before, which also readies each client, so the clock below times the nodes.
+    assert not any(exists(name)(c) for c in observers.values())
+    create(cluster.client(0), "echo", name)
+    created = time.monotonic()
+    seen = propagation(observers, exists(name), created)
+    assert max(seen.values()) < PROPAGATION_BOUND, seen
+    for i in (1, 2):
+        r, body = invoke_json(cluster.client(i), name, {"on": cluster.names[i]})
+        assert (r["StatusCode"], body) == (200, {"on": cluster.names[i]}), r
+        assert "FunctionError" not in r
+
+    lb = cluster.lb_client()
+    for i in range(30):
+        payload = {"n": i, "via": "haproxy"}
+        r, body = invoke_json(lb, name, payload)
+        assert r["StatusCode"] == 200 and "FunctionError" not in r, r
+        assert body == payload
+    # Round robin spread the calls: every node runs the function.
+    assert all(environments_of(node, name) >= 1 for node in cluster.nodes)
+    print(f"created on node1, known on {', '.join(f'{k} after {v * 1000:.0f} ms' for k, v in seen.items())}")
+
+
+def test_configuration_changes_and_deletes_are_in_force_everywhere_within_a_second(cluster):
+    writer = cluster.client(1)
+    observers = {"node1": cluster.client(0), "node3": cluster.client(2)}
+    name = unique("config")
+    create(cluster.client(0), "env-dump", name, Environment={"Variables": {"ROUND": "0"}})
+    present_everywhere(cluster, name)
+    # Warm environments on the observers: the change must replace them, not only the
+    # catalog entry.
+    for client in observers.values():
+        assert invoke_json(client, name, {})[1]["env"]["ROUND"] == "0"
+
+    writer.update_function_configuration(FunctionName=name, Environment={"Variables": {"ROUND": "1"}})
+    updated = time.monotonic()
+    # The node that made the change answers read-after-write.
+    assert writer.get_function_configuration(FunctionName=name)["Environment"]["Variables"] == {"ROUND": "1"}
+
+    def round_one(client):
+        config = client.get_function_configuration(FunctionName=name)
+        return config.get("Environment", {}).get("Variables", {}).get("ROUND") == "1"
+
+    seen = propagation(observers, round_one, updated)
+    assert max(seen.values()) < PROPAGATION_BOUND, seen
+    for label, client in observers.items():
+        assert invoke_json(client, name, {})[1]["env"]["ROUND"] == "1", f"{label} ran the old environment"
+
+    samples = []
+    for n in range(20):
+        description = f"round {n}"
+        writer.update_function_configuration(FunctionName=name, Description=description)
+        updated = time.monotonic()
+        assert writer.get_function_configuration(FunctionName=name)["Description"] == description
+        samples += propagation(
+            observers,
+            lambda c, d=description: c.get_function_configuration(FunctionName=name)["Description"] == d,
+            updated,
+        ).values()
+    assert p99(samples) < PROPAGATION_BOUND, sorted(samples)
+
+    deleter = cluster.client(2)
+    others = {"node1": observers["node1"], "node2": writer}
+    deleter.delete_function(FunctionName=name)
+    deleted = time.monotonic()
+    expect_error(deleter, "ResourceNotFoundException", 404, lambda: deleter.get_function(FunctionName=name))
+    gone = propagation(others, absent(name), deleted)
+    assert max(gone.values()) < PROPAGATION_BOUND, gone
+    for c in others.values():
+        expect_error(c, "ResourceNotFoundException", 404, lambda c=c: c.invoke(FunctionName=name))
+    print(
+        f"configuration: {', '.join(f'{k} {v * 1000:.0f} ms' for k, v in seen.items())}; "
+        f"{len(samples)} more: p99 {p99(samples) * 1000:.0f} ms; delete: "
+        f"{', '.join(f'{k} {v * 1000:.0f} ms' for k, v in gone.items())}"
+    )
+
+
+def test_a_node_that_never_saw_the_upload_serves_and_hands_out_the_code(cluster):
+    name = unique("reach")
+    zip_bytes = zip_of({"function.wasm": never_seen_wasm("echo")})
+    created = create(cluster.client(0), zip_bytes=zip_bytes, name=name)
+    assert created["CodeSha256"] == code_sha256(zip_bytes)
+    # Neither node has the package: node1 stored it in the database.
+    propagation({"node2": cluster.client(1), "node3": cluster.client(2)}, exists(name), time.monotonic())
+
+    r, body = invoke_json(cluster.client(2), name, {"first": "node3"})
+    assert (r["StatusCode"], body) == (200, {"first": "node3"}), r
+    assert "FunctionError" not in r
+
+    got = cluster.client(1).get_function(FunctionName=name)
+    assert got["Configuration"]["CodeSha256"] == code_sha256(zip_bytes)
+    download = requests.get(got["Code"]["Location"], timeout=30)
+    assert download.status_code == 200
+    assert download.content == zip_bytes
+    assert code_sha256(download.content) == got["Configuration"]["CodeSha256"]
+
+
+def test_aws_cli_through_the_load_balancer_lists_a_function_made_on_another_node(cluster):
+    name = unique("cli")
+    create(cluster.client(1), "hello", name)
+    present_everywhere(cluster, name)
+    # Three runs: round robin puts each on another node.
+    for _ in range(3):
+        listed = aws_lambda(cluster.lb.endpoint, "list-functions")
+        assert listed.returncode == 0, listed.stderr
+        assert name in [f["FunctionName"] for f in json.loads(listed.stdout)["Functions"]]
+
+
+def test_lamina_nodes_follows_membership_through_sigkill_and_sigterm(cluster):
+    ids = list(cluster.node_ids)
+    wait_listed(cluster, ids, timeout=5)
+    table = lamina_nodes(cluster)
+    assert table.returncode == 0, table.stderr
+    lines = [line for line in table.stdout.splitlines() if "://" in line]
+    assert len(lines) == 3, table.stdout
+    for node_id, node in zip(ids, cluster.nodes):
+        assert any(node_id in line and node.endpoint in line for line in lines), table.stdout
+
+    killed = time.monotonic()
+    cluster.kill9(2)
+    dead_after = wait_listed(cluster, ids[:2], timeout=20, since=killed)
+
+    sent = cluster.terminate(1)
+    left_after = wait_listed(cluster, ids[:1], timeout=3, since=sent)
+    assert cluster.nodes[1].proc.wait(timeout=30) == 0, "".join(cluster.nodes[1].output)[-3000:]
+
+    # Back on their data directories they are the same nodes, at new addresses.
+    cluster.restore()
+    assert cluster.node_ids == ids
+    done = lamina_nodes(cluster, "--output", "json")
+    assert done.returncode == 0, done.stderr
+    listed = {n["NodeId"]: n["AdvertiseUrl"].rstrip("/") for n in json.loads(done.stdout)}
+    assert listed == {node_id: node.endpoint for node_id, node in zip(ids, cluster.nodes)}
+    print(f"SIGKILL: dead after {dead_after:.1f} s; SIGTERM: left after {left_after:.2f} s")
+
+
+def test_async_events_accepted_by_a_killed_node_still_run(cluster):
+    name = unique("async-kill")
+    create(cluster.client(0), "sleep", name)
+    present_everywhere(cluster, name)
+    lb = cluster.lb_client()
+    accepted = []
+    for _ in range(30):
+        r = lb.invoke(FunctionName=name, InvocationType="Event", Payload=b'{"ms": 800}')
+        assert r["StatusCode"] == 202, r
+        accepted.append(r["ResponseMetadata"]["RequestId"])
+    killed = time.monotonic()
+    cluster.kill9(1)
+    victim = cluster.node_ids[1]
+
+    wait_listed(cluster, [cluster.node_ids[0], cluster.node_ids[2]], timeout=20, since=killed)
+    # With the victim still dead, the others run what it held: the queue empties.
+    wait_until(
+        lambda: cluster.query("SELECT COUNT(*) FROM async_events WHERE function_name = ?", (name,)) == [(0,)],
+        45,
+        f"the live nodes to run the events {victim} held",
+        interval=0.2,
+    )
+    drained_after = time.monotonic() - killed
+    # Back on its data directory, it replays the ledger rows it spooled before the kill.
+    cluster.restart(1)
+
+    def every_event_succeeded():
+        succeeded = {rid for rid, _, outcome in ledger_rows(cluster, name) if outcome == "success"}
+        return set(accepted) <= succeeded
+
+    wait_until(every_event_succeeded, 30, "a successful ledger row for every accepted event", interval=0.2)
+    runs = collections.defaultdict(list)
+    for rid, attempt, outcome in ledger_rows(cluster, name):
+        runs[rid].append((attempt, outcome))
+    assert set(runs) == set(accepted), "ledger rows for events nobody sent"
+    # At least once: an event that finished on the victim without its completion being
+    # recorded may have run a second time on another node, but no more.
+    assert all(1 <= len(r) <= 2 for r in runs.values()), {k: v for k, v in runs.items() if len(v) > 2}
+    assert not cluster.query(
+        "SELECT request_id, attempt FROM invocations WHERE function_name = ? "
+        "GROUP BY request_id, attempt HAVING COUNT(*) > 1",
+        (name,),
+    )
+    twice = sum(1 for r in runs.values() if len(r) == 2)
+    print(f"{len(accepted)} events, queue drained {drained_after:.1f} s after the kill, {twice} ran twice")
+
+
+def test_sync_invokes_through_the_load_balancer_survive_a_kill_and_restart(cluster):
+    name = unique("sync-kill")
+    create(cluster.client(1), "sleep", name)
+    present_everywhere(cluster, name)
+    for i in range(cluster.SIZE):  # warm, so cold starts do not stall the window below
+        assert invoke_json(cluster.client(i), name, {"ms": 1})[0]["StatusCode"] == 200
+
+    completed = []
+    failures = []
+    retried = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def hammer(client):
+        while not stop.is_set():
+            try:
+                r, body = invoke_json(client, name, {"ms": 50})
+            except Exception as e:  # noqa: BLE001 - every failure is reported below
+                with lock:
+                    failures.append(repr(e))
+                continue
+            with lock:
+                if r["StatusCode"] != 200 or "FunctionError" in r or body != {"slept_ms": 50}:
+                    failures.append(f"{r['StatusCode']} {r.get('FunctionError')} {body}")
+                    continue
+                completed.append(r["ResponseMetadata"]["RequestId"])
+                if r["ResponseMetadata"].get("RetryAttempts"):
+                    retried.append(r["ResponseMetadata"]["RequestId"])
+
+    def completions(n, what):
+        start = len(completed)
+        wait_until(lambda: len(completed) >= start + n or failures, 60, what, interval=0.05)
+        assert not failures, f"{len(failures)} invokes failed; first: {failures[:3]}"
+
+    # Clients are made here: making them (unlike using them) is not thread-safe.
+    threads = [
+        threading.Thread(target=hammer, args=(cluster.lb_client(max_attempts=3),)) for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    try:
+        completions(40, "invokes before the kill")
+        cluster.kill9(0)
+        cluster.lb.wait_state("node1", "DOWN", timeout=10)
+        completions(40, "invokes with node1 dead")
+        cluster.restart(0)
+        completions(60, "invokes with node1 back")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=150)
+    assert not failures, f"{len(failures)} invokes failed; first: {failures[:3]}"
+    # node1 came back under HAProxy and took its share.
+    assert environments_of(cluster.nodes[0], name) >= 1
+
+    wanted = set(completed)
+    assert len(wanted) == len(completed), "a request id answered twice"
+
+    def all_written():
+        return wanted <= {rid for rid, _, _ in ledger_rows(cluster, name)}
+
+    wait_until(all_written, 30, "a ledger row for every answered invoke", interval=0.2)
+    counts = collections.Counter(rid for rid, _, _ in ledger_rows(cluster, name))
+    assert all(counts[rid] == 1 for rid in wanted), {rid: counts[rid] for rid in wanted if counts[rid] != 1}
+    print(
+        f"{len(completed)} invokes through the kill and restart, none failed, "
+        f"{len(retried)} retried by the client"
+    )
