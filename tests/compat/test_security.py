@@ -14,8 +14,8 @@ from unittest import mock
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import LAMINA_BIN, ROLE, Lamina, arn, signed, unique, wasm_zip
-from test_cli import AWS, aws
+from conftest import AWS, LAMINA_BIN, ROLE, Lamina, arn, signed, unique, wasm_zip
+from test_cli import aws
 
 OTHER_ACCOUNT = "111111111111"
 

@@ -8,8 +8,7 @@ import pytest
 import requests
 import trustme
 
-from conftest import Lamina, REGION, ROLE, unique, wasm_zip
-from test_cli import AWS
+from conftest import AWS, REGION, ROLE, Lamina, unique, wasm_zip
 
 
 @pytest.fixture(scope="module")
