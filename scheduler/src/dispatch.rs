@@ -165,15 +165,12 @@ impl Dispatcher {
         live.insert(self.inner.owner.clone());
         let orphans = self.inner.queue.orphaned(&live).await?;
         let mut recovered = 0;
-        for (event, previous) in orphans {
+        for orphan in orphans {
             let owner = self.inner.owner.as_str();
             let queue = &self.inner.queue;
-            if !queue
-                .take_over(&event.event_id, previous.as_deref(), owner)
-                .await?
-            {
+            let Some(event) = queue.take_over(&orphan, owner).await? else {
                 continue;
-            }
+            };
             recovered += 1;
             let attempt = event.attempts + 1;
             let settlement = match queue.attempt_outcome(&event.request_id, attempt).await? {

@@ -35,5 +35,5 @@ pub use function_logs::{LogEntry, LogQuery};
 pub use ledger::{LedgerConfig, LedgerStats, LedgerWriter, LogRecord, Spool, SpoolEntry};
 pub use membership::{Membership, NodeLoad, NodeRecord};
 pub use package_blobs::PackageBlobs;
-pub use queue::{AsyncEvent, Queue, Settlement};
+pub use queue::{AsyncEvent, Orphan, Queue, Settlement};
 pub use usage::Usage;

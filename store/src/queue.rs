@@ -16,6 +16,14 @@ use std::collections::HashSet;
 
 use crate::db::{Backend, Db, StoreError, now_ms};
 
+/// A running event whose lease owner is not live, as [`Queue::orphaned`] finds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Orphan {
+    pub event_id: String,
+    /// `None` for a lease written before leases carried their owner.
+    pub lease_owner: Option<String>,
+}
+
 /// One queued asynchronous invocation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AsyncEvent {
@@ -138,23 +146,22 @@ impl Queue {
         let now = now_ms();
         // The outer `state` check makes a row another dispatcher leased first drop out
         // after the lock wait; on PostgreSQL, SKIP LOCKED makes it not wait at all.
+        macro_rules! lease {
+            ($lock:literal) => {
+                concat!(
+                    "UPDATE async_events SET state = 'running', lease_owner = $1 \
+                     WHERE state = 'queued' AND event_id IN (SELECT event_id FROM async_events \
+                       WHERE state = 'queued' AND not_before_ms <= $2 \
+                       ORDER BY not_before_ms LIMIT $3",
+                    $lock,
+                    ") RETURNING ",
+                    columns!()
+                )
+            };
+        }
         let sql = match self.db.backend() {
-            Backend::Postgres => concat!(
-                "UPDATE async_events SET state = 'running', lease_owner = $1 \
-                 WHERE state = 'queued' AND event_id IN (SELECT event_id FROM async_events \
-                   WHERE state = 'queued' AND not_before_ms <= $2 \
-                   ORDER BY not_before_ms LIMIT $3 FOR UPDATE SKIP LOCKED) \
-                 RETURNING ",
-                columns!()
-            ),
-            Backend::Sqlite => concat!(
-                "UPDATE async_events SET state = 'running', lease_owner = $1 \
-                 WHERE state = 'queued' AND event_id IN (SELECT event_id FROM async_events \
-                   WHERE state = 'queued' AND not_before_ms <= $2 \
-                   ORDER BY not_before_ms LIMIT $3) \
-                 RETURNING ",
-                columns!()
-            ),
+            Backend::Postgres => lease!(" FOR UPDATE SKIP LOCKED"),
+            Backend::Sqlite => lease!(""),
         };
         let rows = sqlx::query(sql)
             .bind(owner)
@@ -215,47 +222,48 @@ impl Queue {
     }
 
     /// Running events whose lease owner is not among `live_owners`: left by a process
-    /// that was killed, or by a node that stopped heartbeating.
-    pub async fn orphaned(
-        &self,
-        live_owners: &HashSet<String>,
-    ) -> Result<Vec<(AsyncEvent, Option<String>)>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            columns!(),
-            ", lease_owner FROM async_events WHERE state = 'running'"
-        ))
-        .fetch_all(self.db.pool())
-        .await?;
+    /// that was killed, or by a node that stopped heartbeating. Only ids and owners are
+    /// read: every node asks every few seconds, and the payloads come with `take_over`.
+    pub async fn orphaned(&self, live_owners: &HashSet<String>) -> Result<Vec<Orphan>, StoreError> {
+        let rows =
+            sqlx::query("SELECT event_id, lease_owner FROM async_events WHERE state = 'running'")
+                .fetch_all(self.db.pool())
+                .await?;
         let mut out = Vec::new();
         for row in &rows {
-            let owner: Option<String> = row.try_get("lease_owner")?;
-            if owner.as_ref().is_some_and(|o| live_owners.contains(o)) {
+            let lease_owner: Option<String> = row.try_get("lease_owner")?;
+            if lease_owner
+                .as_ref()
+                .is_some_and(|o| live_owners.contains(o))
+            {
                 continue;
             }
-            out.push((from_row(row)?, owner));
+            out.push(Orphan {
+                event_id: row.try_get("event_id")?,
+                lease_owner,
+            });
         }
         Ok(out)
     }
 
-    /// Moves an orphaned event's lease from `previous` to `owner`; false when another
-    /// dispatcher took it over (or settled it) first.
+    /// Moves an orphaned event's lease to `owner` and returns the event; `None` when
+    /// another dispatcher took it over (or settled it) first.
     pub async fn take_over(
         &self,
-        event_id: &str,
-        previous: Option<&str>,
+        orphan: &Orphan,
         owner: &str,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+    ) -> Result<Option<AsyncEvent>, StoreError> {
+        let row = sqlx::query(concat!(
             "UPDATE async_events SET lease_owner = $1 WHERE event_id = $2 AND state = 'running' \
-             AND (lease_owner = $3 OR (lease_owner IS NULL AND $3 IS NULL))",
-        )
+             AND (lease_owner = $3 OR (lease_owner IS NULL AND $3 IS NULL)) RETURNING ",
+            columns!()
+        ))
         .bind(owner)
-        .bind(event_id)
-        .bind(previous)
-        .execute(self.db.pool())
+        .bind(orphan.event_id.as_str())
+        .bind(orphan.lease_owner.as_deref())
+        .fetch_optional(self.db.pool())
         .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(row.as_ref().map(from_row).transpose()?)
     }
 
     /// Whether the ledger holds a record of this attempt (it ran to an end).
