@@ -352,8 +352,15 @@ impl Node {
     /// Stops background work and flushes the ledger.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        // A task stuck on a database call (a connection the network dropped silently)
+        // must not keep the node from leaving; the ledger below is still flushed whole.
+        let deadline = tokio::time::Instant::now() + BACKGROUND_STOP_GRACE;
         for t in self.tasks {
-            let _ = t.await;
+            let abort = t.abort_handle();
+            if tokio::time::timeout_at(deadline, t).await.is_err() {
+                tracing::warn!("a background task did not stop in time; abandoning it");
+                abort.abort();
+            }
         }
         self.state.scheduler.clear_idle();
         let _ = self.ledger.await;
@@ -514,6 +521,10 @@ async fn bootstrap_account(
 
 /// Deletes function logs (and the predictions kept with them) and model feedback older
 /// than `retention`, every minute until `shutdown`.
+/// How long stopping waits for the background tasks (dispatcher, housekeeping, catalog
+/// follower, heartbeat, log expiry) together.
+const BACKGROUND_STOP_GRACE: Duration = Duration::from_secs(10);
+
 async fn expire_logs(db: Db, retention: Duration, shutdown: impl Future<Output = ()>) {
     let mut interval = tokio::time::interval(Duration::from_secs(60).min(retention));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
