@@ -143,6 +143,10 @@ fn ledger_state(state: &AppState) -> (u64, Duration) {
     (backlog, lag)
 }
 
+/// How long a scrape waits for the gauges read from the database. Well under
+/// Prometheus's default scrape timeout (10 s), so the rest of the scrape always lands.
+const DATABASE_GAUGES_BUDGET: Duration = Duration::from_secs(2);
+
 /// `GET /metrics`: Prometheus's text exposition format.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let gauges = &state.observer.gauges;
@@ -150,24 +154,42 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     gauges
         .pools
         .observe(&state.scheduler.snapshot(), limits.account_concurrency);
-    match queue_state(&state).await {
-        Ok((depth, age)) => gauges.queue.observe(depth, age),
-        // Stale queue gauges are better than no metrics while the database is away.
-        Err(e) => tracing::warn!(error = %e, "cannot read the async queue depth for /metrics"),
-    }
     let (backlog, lag) = ledger_state(&state);
     gauges.ledger.observe(backlog, lag);
     if let Some(models) = state.scheduler.backend().model_cache() {
         gauges.models.observe(&models);
     }
+    // The database's gauges are read together under one budget: while the database is
+    // slow or away the scrape still answers in time, with their last values (stale
+    // gauges are better than a scrape that times out and loses every other metric).
     let since = crate::api::quality::window_start_us(state.config.quality_window);
-    match store::quality::scores(&state.db, None, since).await {
-        Ok(scores) => gauges.quality.observe(
-            scores
-                .iter()
-                .map(|(v, s)| (&*v.account_id, &*v.function_name, &*v.version, s)),
+    let reads = async {
+        tokio::join!(
+            queue_state(&state),
+            store::quality::scores(&state.db, None, since)
+        )
+    };
+    match tokio::time::timeout(DATABASE_GAUGES_BUDGET, reads).await {
+        Ok((queue, quality)) => {
+            match queue {
+                Ok((depth, age)) => gauges.queue.observe(depth, age),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the async queue depth for /metrics")
+                }
+            }
+            match quality {
+                Ok(scores) => gauges.quality.observe(
+                    scores
+                        .iter()
+                        .map(|(v, s)| (&*v.account_id, &*v.function_name, &*v.version, s)),
+                ),
+                Err(e) => tracing::warn!(error = %e, "cannot read model quality for /metrics"),
+            }
+        }
+        Err(_) => tracing::warn!(
+            budget = ?DATABASE_GAUGES_BUDGET,
+            "the database did not answer for /metrics in time; queue and quality gauges keep their last values"
         ),
-        Err(e) => tracing::warn!(error = %e, "cannot read model quality for /metrics"),
     }
     (
         [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
