@@ -9,6 +9,10 @@ in the same run:
    rollbacks for the cluster's database) with the three nodes idle, then per
    invocation while clients invoke through every node. Baseline: pgbench's select-only
    transactions per second on the same server, its capacity for the simplest work.
+   Of those, the requests for concurrency slots (account and reserved concurrency are
+   the cluster's): a node asks only when every slot it holds is busy, so per invocation
+   they should be far below one. Baseline: one request per invocation, what a limit
+   checked in the database on every invocation would cost.
 3. How many nodes one PostgreSQL carries: that capacity, halved for headroom, over the
    load of one node serving `--rate` invocations per second.
 
@@ -57,6 +61,13 @@ def transactions(database_url):
         row = conn.execute(
             "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s", (name,)
         ).fetchone()
+    return row[0]
+
+
+def slot_requests(database_url):
+    """Requests for concurrency slots every node made so far."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute("SELECT COALESCE(SUM(grants), 0) FROM concurrency_scopes").fetchone()
     return row[0]
 
 
@@ -191,8 +202,10 @@ def main():
 
             settle_stats()
             before = transactions(database_url)
+            asked_before = slot_requests(database_url)
             started = time.monotonic()
             count, took = invoke_load(cluster, name, args.invokes)
+            asked = slot_requests(database_url) - asked_before
             settle_stats()
             elapsed = time.monotonic() - started
             total = transactions(database_url) - before - 1
@@ -201,6 +214,10 @@ def main():
             print(
                 f"load: {count} invokes in {took:.1f} s ({count / took:.0f}/s over 3 nodes), "
                 f"{total} transactions, {per_invoke:.3f} per invocation beyond the idle load"
+            )
+            print(
+                f"  of which requests for concurrency slots: {asked}, {asked / count:.4f} per invocation "
+                f"(baseline, a limit checked in the database per invocation: 1)"
             )
         finally:
             cluster.stop()

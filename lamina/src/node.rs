@@ -17,7 +17,8 @@ use scheduler::{
 };
 use store::accounts::{Accounts, ServerKey};
 use store::{
-    Backend, Catalog, Db, LedgerConfig, LedgerWriter, Membership, PackageBlobs, Queue, Spool,
+    Backend, Catalog, ConcurrencyLeases, Db, LedgerConfig, LedgerWriter, Membership, PackageBlobs,
+    Queue, Spool,
 };
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -253,6 +254,15 @@ impl Node {
             .await
             .context("joining the cluster")?;
         node.set_ready(true);
+        let cluster_limits = db.backend() == Backend::Postgres;
+        if cluster_limits {
+            // Every node of a PostgreSQL database is a member of one cluster, so account and
+            // reserved concurrency bound the invocations of all nodes together.
+            scheduler.share_limits_with_cluster(
+                ConcurrencyLeases::new(db.clone()),
+                node.incarnation.clone(),
+            );
+        }
 
         let dispatcher = Dispatcher::new(
             scheduler.clone(),
@@ -310,6 +320,13 @@ impl Node {
             let rx = stop_rx.clone();
             tasks.push(tokio::spawn(async move {
                 gateway::propagation::follow_catalog(s, stopped(rx)).await
+            }));
+        }
+        if cluster_limits {
+            let s = scheduler.clone();
+            let rx = stop_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                s.run_slot_settling(stopped(rx)).await
             }));
         }
         {

@@ -16,10 +16,15 @@
 //!   busy one never is; provisioned environments never are.
 //! - The node holds at most `max_environments`; at the cap, the least recently used idle
 //!   environment of any function is evicted to make room.
+//! - In a cluster, both concurrency limits are the cluster's: the node admits within the
+//!   slots it holds of each ([`crate::slots`]), and asks for more ([`Admission::Short`])
+//!   before it throttles.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::slots::{Granted, Scope, SlotHoldings};
 
 /// A function, the scope of reserved concurrency.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -95,7 +100,7 @@ impl Default for Limits {
 }
 
 /// Where an admitted invocation runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
     /// Reuse this idle environment.
     Warm(EnvId),
@@ -106,6 +111,18 @@ pub enum Admission {
         evict: Option<EnvId>,
     },
     Throttled(ThrottleReason),
+    /// Every slot the node holds of this cluster-wide limit is busy: ask the cluster for
+    /// more ([`Core::slots_granted`], [`Core::slots_unreachable`]), then admit again.
+    Short(Scope),
+}
+
+/// What the node asks the cluster for when it is short of slots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotAsk {
+    /// Slots to hold in all.
+    pub want: u32,
+    pub busy: u32,
+    pub limit: u32,
 }
 
 /// Something the adapter must do.
@@ -185,6 +202,8 @@ pub struct Core {
     pools: HashMap<PoolId, Pool>,
     envs: HashMap<EnvId, Env>,
     next_env: u64,
+    /// The slots held of the cluster's limits; `None` on a node that is its own cluster.
+    slots: Option<SlotHoldings>,
 }
 
 impl Core {
@@ -196,7 +215,14 @@ impl Core {
             pools: HashMap::new(),
             envs: HashMap::new(),
             next_env: 1,
+            slots: None,
         }
+    }
+
+    /// Makes the concurrency limits the cluster's: from now on the node admits only within
+    /// the slots it holds.
+    pub fn share_limits_with_cluster(&mut self) {
+        self.slots.get_or_insert_with(SlotHoldings::new);
     }
 
     pub fn limits(&self) -> &Limits {
@@ -237,26 +263,15 @@ impl Core {
     pub fn admit(&mut self, pool_id: PoolId, now: Instant) -> Option<Admission> {
         let pool = self.pools.get(&pool_id)?;
         let function = pool.function.clone();
-        let fstate = self.functions.entry(function.clone()).or_default();
-        match fstate.reserved {
-            Some(r) if fstate.busy >= r => {
-                return Some(Admission::Throttled(
-                    ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded,
-                ));
-            }
-            Some(_) => {}
-            None => {
-                let capacity = self.unreserved_capacity(&function.account_id);
-                let account = self
-                    .accounts
-                    .entry(function.account_id.clone())
-                    .or_default();
-                if account.busy_unreserved >= capacity {
-                    return Some(Admission::Throttled(
-                        ThrottleReason::ConcurrentInvocationLimitExceeded,
-                    ));
-                }
-            }
+        let scope = self.scope_of(&function);
+        let busy = self.scope_busy(&scope);
+        if busy >= self.scope_limit(&scope) {
+            return Some(Admission::Throttled(scope.throttle_reason()));
+        }
+        if let Some(slots) = &self.slots
+            && !slots.has_room(&scope, busy)
+        {
+            return Some(Admission::Short(scope));
         }
         let pool = self.pools.get_mut(&pool_id)?;
         let reuse = pool.idle_provisioned.pop().or_else(|| pool.idle.pop());
@@ -302,6 +317,98 @@ impl Core {
                 .entry(function.account_id.clone())
                 .or_default();
             account.busy_unreserved = account.busy_unreserved.saturating_add_signed(delta);
+        }
+        if delta > 0 && self.slots.is_some() {
+            let scope = self.scope_of(function);
+            let busy = self.scope_busy(&scope);
+            if let Some(slots) = &mut self.slots {
+                slots.observe_busy(&scope, busy);
+            }
+        }
+    }
+
+    /// The limit an invocation of `function` counts against.
+    fn scope_of(&self, function: &FunctionKey) -> Scope {
+        match self.functions.get(function).and_then(|f| f.reserved) {
+            Some(_) => Scope::Reserved(function.clone()),
+            None => Scope::Unreserved(function.account_id.clone()),
+        }
+    }
+
+    fn scope_busy(&self, scope: &Scope) -> u32 {
+        match scope {
+            Scope::Reserved(f) => self
+                .functions
+                .get(f)
+                .filter(|f| f.reserved.is_some())
+                .map_or(0, |f| f.busy),
+            Scope::Unreserved(account) => {
+                self.accounts.get(account).map_or(0, |a| a.busy_unreserved)
+            }
+        }
+    }
+
+    fn scope_limit(&self, scope: &Scope) -> u32 {
+        match scope {
+            Scope::Reserved(f) => self.reserved(f).unwrap_or(0),
+            Scope::Unreserved(account) => self.unreserved_capacity(account),
+        }
+    }
+
+    /// What to ask the cluster for when short of slots of `scope`; `None` when the node
+    /// has room again (another invocation's request was answered meanwhile) or does not
+    /// share its limits.
+    pub fn slot_ask(&self, scope: &Scope) -> Option<SlotAsk> {
+        let slots = self.slots.as_ref()?;
+        let busy = self.scope_busy(scope);
+        if slots.has_room(scope, busy) {
+            return None;
+        }
+        let limit = self.scope_limit(scope);
+        Some(SlotAsk {
+            want: slots.want(busy, limit),
+            busy,
+            limit,
+        })
+    }
+
+    /// The cluster answered a [`SlotAsk`]; true when the node now has room for one more.
+    pub fn slots_granted(&mut self, scope: &Scope, grant: Granted) -> bool {
+        let busy = self.scope_busy(scope);
+        self.slots
+            .as_mut()
+            .is_some_and(|s| s.granted(scope, busy, grant))
+    }
+
+    /// The cluster could not be asked (its database is away); true when the node's own
+    /// share gives it room for one more.
+    pub fn slots_unreachable(&mut self, scope: &Scope) -> bool {
+        let busy = self.scope_busy(scope);
+        let limit = self.scope_limit(scope);
+        self.slots
+            .as_mut()
+            .is_some_and(|s| s.unreachable(scope, busy, limit))
+    }
+
+    /// The scopes the node holds slots of.
+    pub fn held_scopes(&self) -> Vec<Scope> {
+        self.slots
+            .as_ref()
+            .map(SlotHoldings::scopes)
+            .unwrap_or_default()
+    }
+
+    /// Gives back the slots of `scope` unused since the last call; the slots to record
+    /// for the node when that changed what the cluster holds for it.
+    pub fn settle_slots(&mut self, scope: &Scope) -> Option<u32> {
+        let busy = self.scope_busy(scope);
+        self.slots.as_mut()?.settle(scope, busy)
+    }
+
+    /// The cluster now records `held` slots of `scope` for the node.
+    pub fn slots_recorded(&mut self, scope: &Scope, held: u32) {
+        if let Some(s) = &mut self.slots {
+            s.recorded(scope, held);
         }
     }
 

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use crate::core::{
     Action, Admission, Core, EnvId, FunctionKey, Limits, PoolId, ReserveError, ThrottleReason,
 };
+use crate::slots::{Granted, Scope};
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -59,6 +60,7 @@ fn env_of(a: Admission) -> EnvId {
     match a {
         Admission::Warm(e) | Admission::Cold { env: e, .. } => e,
         Admission::Throttled(r) => panic!("throttled: {r:?}"),
+        Admission::Short(scope) => panic!("short of slots of {scope:?}"),
     }
 }
 
@@ -302,9 +304,10 @@ fn provisioned_environments_are_used_first_and_never_scale_to_zero() {
     assert!(matches!(spill, Admission::Cold { .. }));
     c.done(a, 2.0);
     c.done(b, 2.0);
-    c.done(env_of(spill), 2.0);
+    let spill = env_of(spill);
+    c.done(spill, 2.0);
     let after = c.core.tick(c.at(100.0));
-    assert_eq!(after, vec![Action::Shutdown(env_of(spill))]);
+    assert_eq!(after, vec![Action::Shutdown(spill)]);
     assert_eq!(c.core.provisioned_ready(p), 2);
     // Lowering the target shuts idle provisioned environments down.
     assert_eq!(c.core.set_provisioned(p, 0).len(), 2);
@@ -338,4 +341,93 @@ fn retired_pools_drain_and_disappear() {
     );
     assert_eq!(c.core.pools().count(), 0);
     assert_eq!(c.core.admit(p, c.at(3.0)), None);
+}
+
+fn granted(held: u32) -> Granted {
+    Granted {
+        held,
+        free: 0,
+        live_nodes: 3,
+    }
+}
+
+/// A core whose limits are the cluster's, with one pool of function `f` of account `a`.
+fn in_a_cluster() -> (Check, PoolId) {
+    let mut c = Check::new(|_| {});
+    c.core.share_limits_with_cluster();
+    let p = c.pool(1, "a", "f");
+    (c, p)
+}
+
+#[test]
+fn in_a_cluster_a_node_admits_only_within_the_slots_it_holds() {
+    let (mut c, p) = in_a_cluster();
+    let account = Scope::Unreserved("a".into());
+    assert_eq!(c.run(p, 0.0), Admission::Short(account.clone()));
+    let ask = c.core.slot_ask(&account).unwrap();
+    assert_eq!((ask.busy, ask.limit), (0, 1000));
+    assert!(c.core.slots_granted(&account, granted(2)));
+    env_of(c.run(p, 0.0));
+    env_of(c.run(p, 0.0));
+    assert_eq!(c.run(p, 0.0), Admission::Short(account.clone()));
+    assert!(
+        !c.core.slots_granted(&account, granted(2)),
+        "nothing more to be had"
+    );
+}
+
+#[test]
+fn in_a_cluster_a_reserved_function_asks_for_its_own_scope_and_its_limit_still_throttles() {
+    let (mut c, p) = in_a_cluster();
+    let f = FunctionKey::new("a", "f");
+    c.core.set_reserved(&f, Some(1)).unwrap();
+    let scope = Scope::Reserved(f);
+    assert_eq!(c.run(p, 0.0), Admission::Short(scope.clone()));
+    assert!(c.core.slots_granted(&scope, granted(1)));
+    env_of(c.run(p, 0.0));
+    assert_eq!(
+        c.run(p, 0.0),
+        Admission::Throttled(ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded),
+        "the node alone fills the limit: no need to ask"
+    );
+    assert_eq!(c.core.slot_ask(&scope).map(|a| a.want), Some(1));
+}
+
+#[test]
+fn in_a_cluster_unused_slots_go_back_and_busy_ones_stay() {
+    let (mut c, p) = in_a_cluster();
+    let account = Scope::Unreserved("a".into());
+    c.core.slots_granted(&account, granted(5));
+    let e1 = env_of(c.run(p, 0.0));
+    let e2 = env_of(c.run(p, 0.0));
+    c.done(e2, 0.1);
+    assert_eq!(
+        c.core.settle_slots(&account),
+        Some(2),
+        "the peak stays a settling longer"
+    );
+    c.core.slots_recorded(&account, 2);
+    assert_eq!(
+        c.core.settle_slots(&account),
+        Some(1),
+        "then only the busy one"
+    );
+    c.core.slots_recorded(&account, 1);
+    c.done(e1, 0.2);
+    assert_eq!(
+        c.core.settle_slots(&account),
+        None,
+        "it was busy since the last settling"
+    );
+    assert_eq!(c.core.settle_slots(&account), Some(0));
+    c.core.slots_recorded(&account, 0);
+    assert!(c.core.held_scopes().is_empty());
+}
+
+#[test]
+fn without_the_cluster_a_node_never_asks() {
+    let mut c = Check::new(|_| {});
+    let p = c.pool(1, "a", "f");
+    env_of(c.run(p, 0.0));
+    assert_eq!(c.core.slot_ask(&Scope::Unreserved("a".into())), None);
 }

@@ -6,7 +6,9 @@
 //! the execution backend and the timers; [`invocation::Invoker`] is the one entry point
 //! that turns a chosen function version into an invocation; [`recorder::Recorder`] spools
 //! each invocation's ledger and log records; [`metrics`] holds the counters the scheduler
-//! and the dispatcher move, registered in the node's registry.
+//! and the dispatcher move, registered in the node's registry. In a cluster, [`slots`]
+//! decides what the node holds of the cluster's concurrency limits (pure) and
+//! [`slot_leases`] takes and gives back those slots in the database.
 
 pub mod core;
 pub mod dispatch;
@@ -14,6 +16,8 @@ pub mod invocation;
 pub mod metrics;
 pub mod recorder;
 pub mod scheduler;
+pub mod slot_leases;
+pub mod slots;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use prometheus::Registry;
@@ -18,6 +18,15 @@ use crate::core::{
 use crate::invocation::PoolKey;
 use crate::metrics::InvocationMetrics;
 use crate::recorder::{InvocationMeta, Recorder};
+use crate::slot_leases::{Asked, SETTLE_INTERVAL, SlotLeases};
+use crate::slots::Scope;
+
+/// How many times an invocation asks the cluster for a slot before it is throttled: the
+/// node's invocations that were not short may take the slots an answer brought first.
+const SLOT_ATTEMPTS: usize = 3;
+
+/// Leases of nodes that are gone are deleted every this many settlings.
+const SWEEP_EVERY: u32 = 10;
 
 /// Why an invocation did not run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,6 +77,8 @@ struct Inner {
     registry: Mutex<PoolRegistry>,
     stats: SchedulerStats,
     metrics: InvocationMetrics,
+    /// Set when the node's concurrency limits are the cluster's.
+    slot_leases: OnceLock<SlotLeases>,
 }
 
 /// Lambda's execution semantics over an execution backend. Cheap to clone.
@@ -82,7 +93,7 @@ impl std::fmt::Debug for Scheduler {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -110,12 +121,109 @@ impl Scheduler {
                 registry: Mutex::new(PoolRegistry::default()),
                 stats: SchedulerStats::default(),
                 metrics: InvocationMetrics::register(metrics)?,
+                slot_leases: OnceLock::new(),
             }),
         })
     }
 
     pub fn backend(&self) -> &Arc<dyn ExecutionBackend> {
         &self.inner.backend
+    }
+
+    /// Makes account and reserved concurrency limits of the cluster: invocations are
+    /// admitted within the slots this node holds in the database's `leases`, under its
+    /// `incarnation`. Keep [`Scheduler::run_slot_settling`] running beside it.
+    pub fn share_limits_with_cluster(&self, leases: store::ConcurrencyLeases, incarnation: String) {
+        if self
+            .inner
+            .slot_leases
+            .set(SlotLeases::new(leases, incarnation))
+            .is_ok()
+        {
+            lock(&self.inner.core).share_limits_with_cluster();
+        }
+    }
+
+    /// Admits an invocation of `pool`, asking the cluster for slots when the node is
+    /// short of them. Short invocations take their turn at the limit's gate and admit
+    /// again there, right after each answer, so one is throttled only when the database
+    /// had no free slot for it.
+    async fn admit(&self, pool: PoolId) -> Option<Admission> {
+        let admission = lock(&self.inner.core).admit(pool, now());
+        let Some(Admission::Short(scope)) = admission else {
+            return admission;
+        };
+        let Some(leases) = self.inner.slot_leases.get() else {
+            return Some(Admission::Throttled(scope.throttle_reason()));
+        };
+        let gate = leases.gate(&scope);
+        let _one_at_a_time = gate.lock().await;
+        let mut short_of = scope;
+        for _ in 0..SLOT_ATTEMPTS {
+            let admission = lock(&self.inner.core).admit(pool, now());
+            let Some(Admission::Short(scope)) = admission else {
+                return admission;
+            };
+            if !self.top_up(leases, &scope).await {
+                return Some(Admission::Throttled(scope.throttle_reason()));
+            }
+            short_of = scope;
+        }
+        Some(Admission::Throttled(short_of.throttle_reason()))
+    }
+
+    /// Asks the cluster for slots of `scope` (the caller holds its gate); true when the
+    /// node has room for one more.
+    async fn top_up(&self, leases: &SlotLeases, scope: &Scope) -> bool {
+        let Some(ask) = lock(&self.inner.core).slot_ask(scope) else {
+            return true;
+        };
+        match leases.ask(scope, ask.want, ask.busy, ask.limit).await {
+            Asked::Granted(grant) => lock(&self.inner.core).slots_granted(scope, grant),
+            Asked::Unreachable => lock(&self.inner.core).slots_unreachable(scope),
+        }
+    }
+
+    /// Gives back the slots unused since the last settling, scope by scope.
+    pub async fn settle_slots(&self) {
+        let Some(leases) = self.inner.slot_leases.get() else {
+            return;
+        };
+        let scopes = lock(&self.inner.core).held_scopes();
+        for scope in scopes {
+            let gate = leases.gate(&scope);
+            let _one_at_a_time = gate.lock().await;
+            let Some(slots) = lock(&self.inner.core).settle_slots(&scope) else {
+                continue;
+            };
+            if leases.record(&scope, slots).await {
+                lock(&self.inner.core).slots_recorded(&scope, slots);
+            }
+        }
+    }
+
+    /// Settles the node's slots every [`SETTLE_INTERVAL`] until `shutdown` resolves, then
+    /// gives every slot back.
+    pub async fn run_slot_settling(&self, shutdown: impl Future<Output = ()>) {
+        let Some(leases) = self.inner.slot_leases.get() else {
+            return;
+        };
+        let mut interval = tokio::time::interval(SETTLE_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        let mut settlings = 0u32;
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = interval.tick() => {}
+            }
+            self.settle_slots().await;
+            settlings = settlings.wrapping_add(1);
+            if settlings.is_multiple_of(SWEEP_EVERY) {
+                leases.sweep_dead().await;
+            }
+        }
+        leases.release_all().await;
     }
 
     pub fn stats(&self) -> &SchedulerStats {
@@ -211,23 +319,14 @@ impl Scheduler {
         pool: PoolId,
         input: InvocationInput,
     ) -> Result<InvocationResult, InvokeError> {
-        let admission = lock(&self.inner.core).admit(pool, now());
+        let admission = self.admit(pool).await;
         let stats = &self.inner.stats;
         let (env_id, mut env) = match admission {
             None => return Err(InvokeError::Gone),
-            Some(Admission::Throttled(reason)) => {
-                let counter = match reason {
-                    ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded => {
-                        &stats.throttles_reserved
-                    }
-                    ThrottleReason::ConcurrentInvocationLimitExceeded => &stats.throttles_account,
-                    ThrottleReason::FunctionInvocationRateLimitExceeded => &stats.throttles_rate,
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-                if let Some(function) = self.function_of(pool) {
-                    self.inner.metrics.throttle(&function, reason);
-                }
-                return Err(InvokeError::Throttled(reason));
+            Some(Admission::Throttled(reason)) => return Err(self.throttled(pool, reason)),
+            // `admit` asked the cluster already; still short means used up.
+            Some(Admission::Short(scope)) => {
+                return Err(self.throttled(pool, scope.throttle_reason()));
             }
             Some(Admission::Warm(env_id)) => match lock(&self.inner.idle).remove(&env_id) {
                 Some(env) => (env_id, env),
@@ -283,6 +382,22 @@ impl Scheduler {
             }
         }
         Ok(result)
+    }
+
+    fn throttled(&self, pool: PoolId, reason: ThrottleReason) -> InvokeError {
+        let stats = &self.inner.stats;
+        let counter = match reason {
+            ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded => {
+                &stats.throttles_reserved
+            }
+            ThrottleReason::ConcurrentInvocationLimitExceeded => &stats.throttles_account,
+            ThrottleReason::FunctionInvocationRateLimitExceeded => &stats.throttles_rate,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(function) = self.function_of(pool) {
+            self.inner.metrics.throttle(&function, reason);
+        }
+        InvokeError::Throttled(reason)
     }
 
     fn shut_down(&self, env: EnvId) {

@@ -7,6 +7,8 @@
 //! - [`ledger`]: the billing ledger and its crash-proof spool.
 //! - [`queue`]: the durable queue of asynchronous invocations, drained by every node.
 //! - [`membership`]: the nodes of a cluster, their heartbeats and figures.
+//! - [`concurrency_leases`]: the slots of the cluster's concurrency limits each node
+//!   holds.
 //! - [`package_blobs`]: package blobs kept in the database, for clusters without a
 //!   shared bucket.
 //! - [`function_logs`]: function logs read back from the ledger, and their retention.
@@ -15,6 +17,7 @@
 
 pub mod accounts;
 pub mod catalog;
+pub mod concurrency_leases;
 pub mod db;
 pub mod function_logs;
 pub mod ledger;
@@ -30,6 +33,7 @@ pub use catalog::{
     FunctionEntry, PolicyStatement, ProvisionedRecord, QualifierSetting, UrlConfigRecord,
     VersionConfig, VersionRecord,
 };
+pub use concurrency_leases::{ConcurrencyLeases, SlotGrant};
 pub use db::{Backend, Db, StoreError};
 pub use function_logs::{LogEntry, LogQuery};
 pub use ledger::{LedgerConfig, LedgerStats, LedgerWriter, LogRecord, Spool, SpoolEntry};

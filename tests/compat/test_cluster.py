@@ -14,11 +14,14 @@ import threading
 import time
 import uuid
 
+import botocore.exceptions
 import pytest
 import requests
 
 from cluster import ClusterOf3, haproxy_binary, require, wait_until
+from test_scheduler import outcome, parallel
 from conftest import (
+    ACCOUNT,
     ROLE,
     aws_lambda,
     code_sha256,
@@ -36,6 +39,9 @@ from conftest import (
 # How soon a catalog change made through one node must be in force on the others.
 PROPAGATION_BOUND = 1.0
 
+# The cluster's concurrent executions per account.
+ACCOUNT_CONCURRENCY = 130
+
 
 @pytest.fixture(scope="module")
 def cluster_of_3(tmp_path_factory):
@@ -47,7 +53,12 @@ def cluster_of_3(tmp_path_factory):
     cluster = ClusterOf3(
         tmp_path_factory.mktemp("cluster"),
         url,
-        extra=["--idle-timeout", "600", "--retry-base", "1"],
+        # A small account limit, so that a test can bring its unreserved part under what
+        # twelve parallel invocations need.
+        extra=[
+            "--idle-timeout", "600", "--retry-base", "1",
+            "--account-concurrency", str(ACCOUNT_CONCURRENCY), "--min-unreserved", "10",
+        ],
     )
     try:
         cluster.start()
@@ -370,13 +381,13 @@ def test_async_events_accepted_by_a_killed_node_still_run(cluster):
     cluster.restart(1)
 
     def every_event_succeeded():
-        succeeded = {rid for rid, _, outcome in ledger_rows(cluster, name) if outcome == "success"}
+        succeeded = {rid for rid, _, result in ledger_rows(cluster, name) if result == "success"}
         return set(accepted) <= succeeded
 
     wait_until(every_event_succeeded, 30, "a successful ledger row for every accepted event", interval=0.2)
     runs = collections.defaultdict(list)
-    for rid, attempt, outcome in ledger_rows(cluster, name):
-        runs[rid].append((attempt, outcome))
+    for rid, attempt, result in ledger_rows(cluster, name):
+        runs[rid].append((attempt, result))
     assert set(runs) == set(accepted), "ledger rows for events nobody sent"
     # At least once: an event that finished on the victim without its completion being
     # recorded may have run a second time on another node, but no more.
@@ -458,3 +469,120 @@ def test_sync_invokes_through_the_load_balancer_survive_a_kill_and_restart(clust
         f"{len(completed)} invokes through the kill and restart, none failed, "
         f"{len(retried)} retried by the client"
     )
+
+
+def scope_slots(cluster, scope):
+    """Slots the live nodes hold of a concurrency scope, by node id."""
+    return dict(
+        cluster.query(
+            "SELECT n.node_id, l.slots FROM concurrency_leases l "
+            "JOIN cluster_nodes n ON n.incarnation = l.incarnation "
+            "WHERE l.scope = ? AND n.left_at_ms IS NULL",
+            (scope,),
+        )
+    )
+
+
+def spread(cluster, name, payload, per_node):
+    """`per_node` invokes of `name` on each node at once; each outcome with its node."""
+    clients = [(i, cluster.client(i)) for i in range(cluster.SIZE) for _ in range(per_node)]
+    calls = iter(clients)
+    lock = threading.Lock()
+
+    def one():
+        with lock:
+            i, client = next(calls)
+        return i, outcome(client, name, payload)
+
+    return parallel(one, len(clients))
+
+
+def unreserved_everywhere(cluster, want):
+    def check(client):
+        return client.get_account_settings()["AccountLimit"]["UnreservedConcurrentExecutions"] == want
+
+    propagation(
+        {cluster.names[i]: cluster.client(i) for i in range(cluster.SIZE)}, check, time.monotonic()
+    )
+
+
+def test_reserved_concurrency_bounds_the_invocations_of_all_nodes_together(cluster):
+    name = unique("reserved-2")
+    client = cluster.client(0)
+    create(client, "sleep", name)
+    present_everywhere(cluster, name)
+    client.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=2)
+    propagation(
+        {cluster.names[i]: cluster.client(i) for i in range(cluster.SIZE)},
+        lambda c: c.get_function_concurrency(FunctionName=name).get("ReservedConcurrentExecutions") == 2,
+        time.monotonic(),
+    )
+    results = spread(cluster, name, {"ms": 3000}, per_node=4)
+    outcomes = collections.Counter(o for _, o in results)
+    assert outcomes == {"ok": 2, "ReservedFunctionConcurrentInvocationLimitExceeded": 10}, results
+
+    # Finished invocations give their slots back within a few settlings: then the two
+    # nodes that ran nothing can both run one at once.
+    scope = f"reserved/{ACCOUNT}/{name}"
+    wait_until(lambda: not any(scope_slots(cluster, scope).values()), 10, "the slots to come back", interval=0.1)
+    idle = [i for i in range(cluster.SIZE) if i not in {i for i, o in results if o == "ok"}]
+    pair = (idle + [i for i in range(cluster.SIZE) if i not in idle])[:2]
+    clients = iter([cluster.client(i) for i in pair])
+    lock = threading.Lock()
+
+    def one():
+        with lock:
+            client = next(clients)
+        return outcome(client, name, {"ms": 500})
+
+    assert parallel(one, 2) == ["ok", "ok"], pair
+
+
+def test_the_account_limit_is_the_clusters_not_each_nodes(cluster):
+    client = cluster.client(0)
+    hog = unique("reserves-most")
+    create(client, "echo", hog)
+    name = unique("unreserved")
+    create(client, "sleep", name)
+    present_everywhere(cluster, name)
+    # Reserving all but 10 of what the account has unreserved for another function leaves
+    # 10 for every other function of the account, over the whole cluster.
+    unreserved = client.get_account_settings()["AccountLimit"]["UnreservedConcurrentExecutions"]
+    client.put_function_concurrency(FunctionName=hog, ReservedConcurrentExecutions=unreserved - 10)
+    try:
+        unreserved_everywhere(cluster, 10)
+        results = spread(cluster, name, {"ms": 3000}, per_node=8)
+        outcomes = collections.Counter(o for _, o in results)
+        assert outcomes == {"ok": 10, "ConcurrentInvocationLimitExceeded": 14}, results
+    finally:
+        client.delete_function_concurrency(FunctionName=hog)
+    unreserved_everywhere(cluster, unreserved)
+
+
+def test_the_slots_of_a_killed_node_are_free_once_it_is_dead(cluster):
+    name = unique("reserved-1")
+    client = cluster.client(0)
+    create(client, "sleep", name)
+    client.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
+    present_everywhere(cluster, name)
+    scope = f"reserved/{ACCOUNT}/{name}"
+    victim = cluster.client(1)
+
+    def hold():
+        try:
+            outcome(victim, name, {"ms": 60000})
+        except botocore.exceptions.EndpointConnectionError:
+            pass  # its node is killed under it
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    wait_until(lambda: scope_slots(cluster, scope) == {cluster.node_ids[1]: 1}, 10, "node2 to hold the slot")
+    assert outcome(cluster.client(2), name, {"ms": 1}) == "ReservedFunctionConcurrentInvocationLimitExceeded"
+
+    killed = time.monotonic()
+    cluster.kill9(1)
+    survivor = cluster.client(2)
+    wait_until(lambda: outcome(survivor, name, {"ms": 1}) == "ok", 20, "node3 to take the dead node's slot", interval=0.2)
+    freed_after = time.monotonic() - killed
+    assert freed_after < 15, freed_after
+    print(f"the dead node's slot was free again {freed_after:.1f} s after SIGKILL")

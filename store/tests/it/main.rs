@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod catalog;
+mod concurrency_leases;
 mod ledger;
 mod membership;
 mod package_blobs;
