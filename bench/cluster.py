@@ -13,7 +13,12 @@ in the same run:
    the cluster's): a node asks only when every slot it holds is busy, so per invocation
    they should be far below one. Baseline: one request per invocation, what a limit
    checked in the database on every invocation would cost.
-3. How many nodes one PostgreSQL carries: that capacity, halved for headroom, over the
+3. Async drain: `--events` Event invokes of a function that sleeps 1 s, sent through the
+   nodes, and the rate at which the cluster completes them (from the ledger's end times,
+   between the 10th and 90th percentile of completions, so sending does not count).
+   Baseline: the same with one node (the two others stopped with SIGTERM). Target: the
+   rate grows with the nodes.
+4. How many nodes one PostgreSQL carries: that capacity, halved for headroom, over the
    load of one node serving `--rate` invocations per second.
 
 The nodes are `lamina up` processes on this machine with their own data directories and
@@ -23,7 +28,7 @@ client talks to a node).
 Needs the test venv (tests/requirements.txt), pgbench, PostgreSQL at
 LAMINA_TEST_POSTGRES (default postgres://postgres@127.0.0.1:5432/postgres) and a lamina
 binary at LAMINA_BIN (else target/debug/lamina; guests/build.sh first).
-Usage: .venv/bin/python bench/cluster.py [--updates 100] [--idle 30] [--invokes 2000]
+Usage: .venv/bin/python bench/cluster.py [--updates 100] [--idle 30] [--invokes 2000] [--events 600]
 """
 
 import argparse
@@ -159,6 +164,45 @@ def invoke_load(cluster, name, invokes):
     return per_client * 6, time.monotonic() - start
 
 
+def drain_rate(cluster, database_url, nodes, events):
+    """Completions per second of `events` async events sent through `nodes`."""
+    name = unique("drain")
+    cluster.client(nodes[0]).create_function(
+        FunctionName=name, Runtime="wasm", Role=ROLE, Handler="function.wasm", Code={"ZipFile": wasm_zip("sleep")}
+    )
+    for i in nodes:
+        wait_until(lambda: _has(cluster.client(i), name), 30, f"{name} on node {i + 1}")
+    clients = [cluster.client(nodes[k % len(nodes)]) for k in range(4)]
+
+    def send(k):
+        for _ in range(events // 4):
+            r = clients[k].invoke(FunctionName=name, InvocationType="Event", Payload=b'{"ms": 1000}')
+            assert r["StatusCode"] == 202, r
+
+    threads = [threading.Thread(target=send, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sent = events // 4 * 4
+
+    def ended():
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            return [
+                row[0]
+                for row in conn.execute(
+                    "SELECT ended_at_us FROM invocations WHERE function_name = %s AND outcome = 'success' "
+                    "ORDER BY ended_at_us",
+                    (name,),
+                )
+            ]
+
+    wait_until(lambda: len(ended()) >= sent, 300, f"{sent} events to complete", interval=0.5)
+    ends = ended()
+    first, last = ends[len(ends) // 10], ends[len(ends) * 9 // 10]
+    return (len(ends) * 8 // 10) / max((last - first) / 1e6, 1e-3)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--updates", type=int, default=100)
@@ -166,6 +210,7 @@ def main():
     parser.add_argument("--invokes", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=100, help="invocations/s per node, for the plan")
     parser.add_argument("--pgbench-seconds", type=int, default=15)
+    parser.add_argument("--events", type=int, default=600, help="async events per drain measurement")
     args = parser.parse_args()
 
     database_url, why = postgres_database()
@@ -218,6 +263,17 @@ def main():
             print(
                 f"  of which requests for concurrency slots: {asked}, {asked / count:.4f} per invocation "
                 f"(baseline, a limit checked in the database per invocation: 1)"
+            )
+
+            three = drain_rate(cluster, database_url, [0, 1, 2], args.events)
+            for i in (1, 2):
+                cluster.terminate(i)
+            for i in (1, 2):
+                cluster.nodes[i].proc.wait(timeout=60)
+            one = drain_rate(cluster, database_url, [0], args.events)
+            print(
+                f"\nasync drain, {args.events} events of 1 s: 3 nodes {three:.0f} events/s; "
+                f"baseline, 1 node: {one:.0f} events/s ({three / one:.2f}x)"
             )
         finally:
             cluster.stop()

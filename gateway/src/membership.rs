@@ -70,6 +70,11 @@ pub fn node_load(state: &AppState) -> NodeLoad {
             .backend()
             .model_cache()
             .map_or(0, |m| m.models),
+        provisioned_ready: state
+            .scheduler
+            .provisioned_ready_by_key()
+            .into_iter()
+            .collect(),
     }
 }
 
@@ -89,17 +94,38 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// Ready provisioned environments of the version `key` on the other live nodes, as
+/// their last heartbeats reported them; none on a node that is its own cluster.
+pub async fn provisioned_ready_elsewhere(state: &AppState, key: &str) -> Result<u32, ApiError> {
+    if state.db.backend() != store::Backend::Postgres {
+        return Ok(0);
+    }
+    Ok(live_records(state)
+        .await?
+        .iter()
+        .filter(|n| n.node_id != state.node.node_id)
+        .filter_map(|n| n.load.provisioned_ready.get(key))
+        .sum())
+}
+
 /// The live nodes, as `/lamina/status` and `lamina nodes` show them.
 pub async fn live_nodes(state: &AppState) -> Result<Value, ApiError> {
-    let nodes = state
+    Ok(Value::Array(
+        live_records(state)
+            .await?
+            .iter()
+            .map(|n| node_json(n, &state.node))
+            .collect(),
+    ))
+}
+
+async fn live_records(state: &AppState) -> Result<Vec<NodeRecord>, ApiError> {
+    state
         .node
         .membership
         .live()
         .await
-        .map_err(ApiError::service)?;
-    Ok(Value::Array(
-        nodes.iter().map(|n| node_json(n, &state.node)).collect(),
-    ))
+        .map_err(ApiError::service)
 }
 
 fn node_json(n: &NodeRecord, me: &NodeIdentity) -> Value {

@@ -30,13 +30,17 @@ pub fn node_id(given: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
     Ok(id)
 }
 
-/// Heartbeats until `shutdown` resolves, then leaves the cluster. While the database is
+/// Heartbeats until `shutdown` resolves, then leaves the cluster. On PostgreSQL, each
+/// heartbeat also reads the live members, over which provisioned concurrency is spread. While the database is
 /// unreachable the node keeps serving (and stays ready): invocations do not need it.
 pub async fn keep_membership(state: AppState, shutdown: impl Future<Output = ()>) {
     let node = state.node.clone();
     let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    // On PostgreSQL every node is a member of one cluster, over which provisioned
+    // concurrency is spread.
+    let spreads_provisioned = state.db.backend() == store::Backend::Postgres;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -46,7 +50,7 @@ pub async fn keep_membership(state: AppState, shutdown: impl Future<Output = ()>
         let load = gateway::membership::node_load(&state);
         match node
             .membership
-            .heartbeat(&node.node_id, &node.incarnation, load)
+            .heartbeat(&node.node_id, &node.incarnation, &load)
             .await
         {
             Ok(true) => {
@@ -55,6 +59,9 @@ pub async fn keep_membership(state: AppState, shutdown: impl Future<Output = ()>
                     failing = false;
                 }
                 node.set_ready(true);
+                if spreads_provisioned {
+                    follow_members(&state).await;
+                }
             }
             Ok(false) => {
                 tracing::error!(
@@ -78,5 +85,17 @@ pub async fn keep_membership(state: AppState, shutdown: impl Future<Output = ()>
         .await
     {
         tracing::warn!(error = %e, "cannot record leaving the cluster; the others will notice the silence");
+    }
+}
+
+/// Reads the live members and hands them to the scheduler, which moves provisioned
+/// concurrency to where it now belongs (the share of a dead node to the survivors).
+async fn follow_members(state: &AppState) {
+    match state.node.membership.live().await {
+        Ok(nodes) => state.scheduler.set_placement(scheduler::Placement::new(
+            state.node.node_id.clone(),
+            nodes.into_iter().map(|n| n.node_id).collect(),
+        )),
+        Err(e) => tracing::debug!(error = %e, "reading the live members"),
     }
 }

@@ -8,12 +8,14 @@
 //! each invocation's ledger and log records; [`metrics`] holds the counters the scheduler
 //! and the dispatcher move, registered in the node's registry. In a cluster, [`slots`]
 //! decides what the node holds of the cluster's concurrency limits (pure) and
-//! [`slot_leases`] takes and gives back those slots in the database.
+//! [`slot_leases`] takes and gives back those slots in the database; [`placement`]
+//! spreads provisioned concurrency over the live nodes.
 
 pub mod core;
 pub mod dispatch;
 pub mod invocation;
 pub mod metrics;
+pub mod placement;
 pub mod recorder;
 pub mod scheduler;
 pub mod slot_leases;
@@ -28,5 +30,6 @@ pub use crate::core::{FunctionKey, Limits, PoolId, ReserveError, ThrottleReason}
 pub use dispatch::{DispatchConfig, Dispatcher, Leaseholder};
 pub use invocation::{InvocationRequest, Invoker, PoolKey, Target};
 pub use metrics::{AsyncMetrics, DeliveryTarget, InvocationMetrics};
+pub use placement::Placement;
 pub use recorder::{InvocationMeta, Recorder};
 pub use scheduler::{InvokeError, PoolSnapshot, Scheduler, SchedulerStats};

@@ -17,6 +17,7 @@ use crate::core::{
 };
 use crate::invocation::PoolKey;
 use crate::metrics::InvocationMetrics;
+use crate::placement::Placement;
 use crate::recorder::{InvocationMeta, Recorder};
 use crate::slot_leases::{Asked, SETTLE_INTERVAL, SlotLeases};
 use crate::slots::Scope;
@@ -79,6 +80,11 @@ struct Inner {
     metrics: InvocationMetrics,
     /// Set when the node's concurrency limits are the cluster's.
     slot_leases: OnceLock<SlotLeases>,
+    /// The members provisioned concurrency is spread over.
+    placement: Mutex<Placement>,
+    /// Provisioned concurrency configured per pool, for the whole cluster; the core holds
+    /// this node's share of it.
+    provisioned: Mutex<HashMap<PoolId, u32>>,
 }
 
 /// Lambda's execution semantics over an execution backend. Cheap to clone.
@@ -122,6 +128,8 @@ impl Scheduler {
                 stats: SchedulerStats::default(),
                 metrics: InvocationMetrics::register(metrics)?,
                 slot_leases: OnceLock::new(),
+                placement: Mutex::new(Placement::default()),
+                provisioned: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -478,6 +486,7 @@ impl Scheduler {
             reg.pools.remove(&id);
             id
         };
+        lock(&self.inner.provisioned).remove(&pool);
         let actions = lock(&self.inner.core).retire_pool(pool);
         self.apply(actions);
     }
@@ -494,9 +503,62 @@ impl Scheduler {
         lock(&self.inner.core).unreserved(account_id)
     }
 
-    pub fn set_provisioned(&self, pool: PoolId, target: u32) {
-        let actions = lock(&self.inner.core).set_provisioned(pool, target);
+    /// Sets the pool's provisioned concurrency for the whole cluster; this node keeps its
+    /// share of it (all of it when it is its own cluster).
+    pub fn set_provisioned(&self, pool: PoolId, total: u32) {
+        {
+            let mut provisioned = lock(&self.inner.provisioned);
+            if total == 0 {
+                provisioned.remove(&pool);
+            } else {
+                provisioned.insert(pool, total);
+            }
+        }
+        self.apply_provisioned_share(pool, total);
+    }
+
+    fn apply_provisioned_share(&self, pool: PoolId, total: u32) {
+        let key = lock(&self.inner.registry)
+            .pools
+            .get(&pool)
+            .map(|p| p.key.to_string());
+        let share = key.map_or(total, |key| lock(&self.inner.placement).share(&key, total));
+        let actions = lock(&self.inner.core).set_provisioned(pool, share);
         self.apply(actions);
+    }
+
+    /// The live members changed: every provisioned pool takes its new share (the shares
+    /// of a node that died move to the survivors).
+    pub fn set_placement(&self, placement: Placement) {
+        {
+            let mut current = lock(&self.inner.placement);
+            if *current == placement {
+                return;
+            }
+            *current = placement;
+        }
+        let totals: Vec<(PoolId, u32)> = lock(&self.inner.provisioned)
+            .iter()
+            .map(|(pool, total)| (*pool, *total))
+            .collect();
+        for (pool, total) in totals {
+            self.apply_provisioned_share(pool, total);
+        }
+    }
+
+    /// Ready provisioned environments of every pool that has some, by pool key (what
+    /// the node reports to the cluster with its heartbeat).
+    pub fn provisioned_ready_by_key(&self) -> Vec<(String, u32)> {
+        let pools: Vec<PoolId> = lock(&self.inner.provisioned).keys().copied().collect();
+        let core = lock(&self.inner.core);
+        let reg = lock(&self.inner.registry);
+        pools
+            .into_iter()
+            .filter_map(|pool| {
+                let key = reg.pools.get(&pool)?.key.to_string();
+                Some((key, core.provisioned_ready(pool)))
+            })
+            .collect()
     }
 
     pub fn provisioned_ready(&self, pool: PoolId) -> u32 {

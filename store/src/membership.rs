@@ -2,6 +2,7 @@
 //! heartbeats with its figures, and leaves when it stops. A node whose heartbeat is older
 //! than the dead interval counts as gone for routing, leases and the async queue.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use sqlx::Row;
@@ -12,11 +13,13 @@ use crate::db::{Db, StoreError, now_ms};
 pub const DEAD_AFTER: Duration = Duration::from_secs(10);
 
 /// What a node reports with each heartbeat.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeLoad {
     pub environments: u64,
     pub in_flight: u64,
     pub models_loaded: u64,
+    /// Ready provisioned environments per version (by its pool key).
+    pub provisioned_ready: BTreeMap<String, u32>,
 }
 
 /// One node as the membership table holds it.
@@ -64,7 +67,8 @@ impl Membership {
              ON CONFLICT (node_id) DO UPDATE SET incarnation = excluded.incarnation, \
              advertise_url = excluded.advertise_url, \
              started_at_ms = excluded.started_at_ms, heartbeat_at_ms = excluded.heartbeat_at_ms, \
-             left_at_ms = NULL, environments = 0, in_flight = 0, models_loaded = 0",
+             left_at_ms = NULL, environments = 0, in_flight = 0, models_loaded = 0, \
+             provisioned_ready = '{}'",
         )
         .bind(node_id)
         .bind(advertise_url)
@@ -81,11 +85,13 @@ impl Membership {
         &self,
         node_id: &str,
         incarnation: &str,
-        load: NodeLoad,
+        load: &NodeLoad,
     ) -> Result<bool, StoreError> {
+        let provisioned = serde_json::to_string(&load.provisioned_ready)
+            .map_err(|e| StoreError::Query(e.to_string()))?;
         let done = sqlx::query(
             "UPDATE cluster_nodes SET heartbeat_at_ms = $1, left_at_ms = NULL, \
-             environments = $2, in_flight = $3, models_loaded = $4 \
+             environments = $2, in_flight = $3, models_loaded = $4, provisioned_ready = $7 \
              WHERE node_id = $5 AND incarnation = $6",
         )
         .bind(now_ms())
@@ -94,6 +100,7 @@ impl Membership {
         .bind(load.models_loaded as i64)
         .bind(node_id)
         .bind(incarnation)
+        .bind(provisioned)
         .execute(self.db.pool())
         .await?;
         Ok(done.rows_affected() > 0)
@@ -128,7 +135,8 @@ impl Membership {
     pub async fn all(&self) -> Result<Vec<NodeRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT node_id, incarnation, advertise_url, started_at_ms, heartbeat_at_ms, left_at_ms, \
-             environments, in_flight, models_loaded FROM cluster_nodes ORDER BY node_id",
+             environments, in_flight, models_loaded, provisioned_ready FROM cluster_nodes \
+             ORDER BY node_id",
         )
         .fetch_all(self.db.pool())
         .await?;
@@ -148,6 +156,11 @@ impl Membership {
                         environments: count("environments")?,
                         in_flight: count("in_flight")?,
                         models_loaded: count("models_loaded")?,
+                        // A report this node cannot read counts as none ready.
+                        provisioned_ready: serde_json::from_str(
+                            &r.try_get::<String, _>("provisioned_ready")?,
+                        )
+                        .unwrap_or_default(),
                     },
                 })
             })

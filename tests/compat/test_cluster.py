@@ -23,6 +23,7 @@ from test_scheduler import outcome, parallel
 from conftest import (
     ACCOUNT,
     ROLE,
+    signed,
     aws_lambda,
     code_sha256,
     drop_postgres_database,
@@ -586,3 +587,59 @@ def test_the_slots_of_a_killed_node_are_free_once_it_is_dead(cluster):
     freed_after = time.monotonic() - killed
     assert freed_after < 15, freed_after
     print(f"the dead node's slot was free again {freed_after:.1f} s after SIGKILL")
+
+
+def provisioned_on(node, name):
+    """Provisioned environments of `name` on `node`, as its /lamina/status counts them."""
+    r = signed("GET", f"{node.endpoint}/lamina/status")
+    assert r.status_code == 200, r.text
+    return sum(p["Environments"]["Provisioned"] for p in r.json()["Pools"] if p["FunctionName"] == name)
+
+
+def test_provisioned_concurrency_is_spread_over_the_live_nodes_and_moves_off_a_dead_one(cluster):
+    client = cluster.client(0)
+    name = unique("provisioned")
+    create(client, "echo", name)
+    version = client.publish_version(FunctionName=name)["Version"]
+    present_everywhere(cluster, name)
+    client.put_provisioned_concurrency_config(
+        FunctionName=name, Qualifier=version, ProvisionedConcurrentExecutions=4
+    )
+
+    def ready_everywhere():
+        return all(
+            cluster.client(i).get_provisioned_concurrency_config(FunctionName=name, Qualifier=version)["Status"]
+            == "READY"
+            for i in range(cluster.SIZE)
+        )
+
+    wait_until(ready_everywhere, 30, "READY through every node")
+    config = cluster.client(2).get_provisioned_concurrency_config(FunctionName=name, Qualifier=version)
+    assert config["AllocatedProvisionedConcurrentExecutions"] == 4, config
+    spread_over = [provisioned_on(node, name) for node in cluster.nodes]
+    assert sum(spread_over) == 4 and sorted(spread_over) == [1, 1, 2], spread_over
+
+    # The node with two dies: within 15 s the survivors hold all four between them.
+    busiest = spread_over.index(2)
+    survivors = [i for i in range(cluster.SIZE) if i != busiest]
+    killed = time.monotonic()
+    cluster.kill9(busiest)
+    wait_until(
+        lambda: sum(provisioned_on(cluster.nodes[i], name) for i in survivors) == 4,
+        15,
+        "the survivors to take the dead node's provisioned environments",
+        interval=0.2,
+    )
+    moved_after = time.monotonic() - killed
+    survivor = cluster.client(survivors[0])
+    wait_until(
+        lambda: survivor.get_provisioned_concurrency_config(FunctionName=name, Qualifier=version)[
+            "AllocatedProvisionedConcurrentExecutions"
+        ]
+        == 4,
+        5,
+        "the survivors to report all four allocated",
+    )
+    r = survivor.invoke(FunctionName=name, Qualifier=version, Payload=b"{}")
+    assert r["StatusCode"] == 200
+    print(f"provisioned environments back to 4 on the survivors {moved_after:.1f} s after SIGKILL")

@@ -55,16 +55,29 @@ fn provisioned_pool(
     state.invoker.pool(&r.entry, version)
 }
 
-pub fn provisioned_body(
+/// A provisioned-concurrency config as the API shows it, with the environments ready
+/// over the whole cluster: this node's, and the other live nodes' as their last
+/// heartbeats reported them.
+pub async fn provisioned_body(
     state: &AppState,
     r: &Resolved,
     record: &ProvisionedRecord,
     version: &store::VersionRecord,
 ) -> Value {
     let pool = provisioned_pool(state, r, version);
+    let key = scheduler::PoolKey::of(&r.entry, version).to_string();
+    let elsewhere = crate::membership::provisioned_ready_elsewhere(state, &key)
+        .await
+        .unwrap_or_else(|e| {
+            // Without the database the other nodes' environments cannot be counted; the
+            // answer shows this node's until it is back.
+            tracing::warn!(error = ?e, "cannot read the other nodes' provisioned environments");
+            0
+        });
     let ready = state
         .scheduler
         .provisioned_ready(pool)
+        .saturating_add(elsewhere)
         .min(record.requested);
     let status = if ready >= record.requested {
         "READY"
@@ -122,7 +135,7 @@ pub async fn put_provisioned(
         .map_err(|e| catalog(e, About::arn(&qualified_arn(&state, &r, &qualifier))))?;
     let pool = provisioned_pool(&state, &r, &version);
     state.scheduler.set_provisioned(pool, n);
-    let mut body = provisioned_body(&state, &r, &record, &version);
+    let mut body = provisioned_body(&state, &r, &record, &version).await;
     if let Some(obj) = body.as_object_mut() {
         obj.insert("Status".into(), "IN_PROGRESS".into());
     }
@@ -155,7 +168,7 @@ pub async fn get_provisioned(
         .provisioned
         .get(&qualifier)
         .ok_or_else(no_provisioned)?;
-    Ok(Json(provisioned_body(&state, &r, record, &version)))
+    Ok(Json(provisioned_body(&state, &r, record, &version).await))
 }
 
 pub async fn delete_provisioned(
@@ -196,7 +209,7 @@ pub async fn list_provisioned(
             qualifier: Some(record.qualifier.clone()),
         };
         if let Ok(version) = state.version_for_read(&qualified) {
-            let mut body = provisioned_body(&state, &qualified, record, &version);
+            let mut body = provisioned_body(&state, &qualified, record, &version).await;
             if let Some(obj) = body.as_object_mut() {
                 obj.insert(
                     "FunctionArn".into(),

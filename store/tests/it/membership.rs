@@ -19,8 +19,9 @@ async fn nodes_join_heartbeat_and_leave() {
             environments: 3,
             in_flight: 1,
             models_loaded: 2,
+            provisioned_ready: [("000000000000/f/1/r".to_owned(), 2)].into(),
         };
-        assert!(m.heartbeat("node-a", "a-1", load).await.unwrap());
+        assert!(m.heartbeat("node-a", "a-1", &load).await.unwrap());
         let live = m.live().await.unwrap();
         assert_eq!(live.len(), 2, "{}", b.name);
         assert_eq!(live[0].load, load);
@@ -36,7 +37,7 @@ async fn nodes_join_heartbeat_and_leave() {
         m.join("node-a", "a-2", "http://10.0.0.1:4599")
             .await
             .unwrap();
-        assert!(!m.heartbeat("node-a", "a-1", load).await.unwrap());
+        assert!(!m.heartbeat("node-a", "a-1", &load).await.unwrap());
         m.leave("node-a", "a-1").await.unwrap();
         let live = m.live().await.unwrap();
         assert_eq!(live.len(), 1, "a stale leave took the new incarnation out");
