@@ -3,6 +3,7 @@
 //! nodes`). The heartbeat that keeps the membership current is the node's; this module
 //! only reads it.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Json;
@@ -94,18 +95,24 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Ready provisioned environments of the version `key` on the other live nodes, as
+/// Ready provisioned environments per version (by pool key) on the other live nodes, as
 /// their last heartbeats reported them; none on a node that is its own cluster.
-pub async fn provisioned_ready_elsewhere(state: &AppState, key: &str) -> Result<u32, ApiError> {
+pub async fn provisioned_ready_elsewhere(
+    state: &AppState,
+) -> Result<BTreeMap<String, u32>, ApiError> {
+    let mut ready = BTreeMap::new();
     if state.db.backend() != store::Backend::Postgres {
-        return Ok(0);
+        return Ok(ready);
     }
-    Ok(live_records(state)
-        .await?
-        .iter()
-        .filter(|n| n.node_id != state.node.node_id)
-        .filter_map(|n| n.load.provisioned_ready.get(key))
-        .sum())
+    for node in live_records(state).await? {
+        if node.node_id == state.node.node_id {
+            continue;
+        }
+        for (key, n) in node.load.provisioned_ready {
+            *ready.entry(key).or_insert(0u32) += n;
+        }
+    }
+    Ok(ready)
 }
 
 /// The live nodes, as `/lamina/status` and `lamina nodes` show them.

@@ -607,12 +607,15 @@ def test_provisioned_concurrency_is_spread_over_the_live_nodes_and_moves_off_a_d
         FunctionName=name, Qualifier=version, ProvisionedConcurrentExecutions=4
     )
 
+    def ready_on(client):
+        try:
+            config = client.get_provisioned_concurrency_config(FunctionName=name, Qualifier=version)
+        except client.exceptions.ProvisionedConcurrencyConfigNotFoundException:
+            return False  # the node has not read the change yet
+        return config["Status"] == "READY"
+
     def ready_everywhere():
-        return all(
-            cluster.client(i).get_provisioned_concurrency_config(FunctionName=name, Qualifier=version)["Status"]
-            == "READY"
-            for i in range(cluster.SIZE)
-        )
+        return all(ready_on(cluster.client(i)) for i in range(cluster.SIZE))
 
     wait_until(ready_everywhere, 30, "READY through every node")
     config = cluster.client(2).get_provisioned_concurrency_config(FunctionName=name, Qualifier=version)

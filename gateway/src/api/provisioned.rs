@@ -1,6 +1,8 @@
 //! Provisioned concurrency: Put, Get, Delete and ListProvisionedConcurrencyConfigs, on a
 //! published version or an alias, never `$LATEST`.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -55,29 +57,33 @@ fn provisioned_pool(
     state.invoker.pool(&r.entry, version)
 }
 
+/// Ready provisioned environments per version on the other live nodes, read once per
+/// request. Without the database the other nodes' environments cannot be counted: the
+/// answers show this node's until it is back.
+async fn ready_elsewhere(state: &AppState) -> BTreeMap<String, u32> {
+    crate::membership::provisioned_ready_elsewhere(state)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = ?e, "cannot read the other nodes' provisioned environments");
+            BTreeMap::new()
+        })
+}
+
 /// A provisioned-concurrency config as the API shows it, with the environments ready
-/// over the whole cluster: this node's, and the other live nodes' as their last
-/// heartbeats reported them.
-pub async fn provisioned_body(
+/// over the whole cluster: this node's, and `elsewhere` (from [`ready_elsewhere`]).
+fn provisioned_body(
     state: &AppState,
     r: &Resolved,
     record: &ProvisionedRecord,
     version: &store::VersionRecord,
+    elsewhere: &BTreeMap<String, u32>,
 ) -> Value {
     let pool = provisioned_pool(state, r, version);
     let key = scheduler::PoolKey::of(&r.entry, version).to_string();
-    let elsewhere = crate::membership::provisioned_ready_elsewhere(state, &key)
-        .await
-        .unwrap_or_else(|e| {
-            // Without the database the other nodes' environments cannot be counted; the
-            // answer shows this node's until it is back.
-            tracing::warn!(error = ?e, "cannot read the other nodes' provisioned environments");
-            0
-        });
     let ready = state
         .scheduler
         .provisioned_ready(pool)
-        .saturating_add(elsewhere)
+        .saturating_add(elsewhere.get(&key).copied().unwrap_or(0))
         .min(record.requested);
     let status = if ready >= record.requested {
         "READY"
@@ -135,7 +141,8 @@ pub async fn put_provisioned(
         .map_err(|e| catalog(e, About::arn(&qualified_arn(&state, &r, &qualifier))))?;
     let pool = provisioned_pool(&state, &r, &version);
     state.scheduler.set_provisioned(pool, n);
-    let mut body = provisioned_body(&state, &r, &record, &version).await;
+    let elsewhere = ready_elsewhere(&state).await;
+    let mut body = provisioned_body(&state, &r, &record, &version, &elsewhere);
     if let Some(obj) = body.as_object_mut() {
         obj.insert("Status".into(), "IN_PROGRESS".into());
     }
@@ -168,7 +175,10 @@ pub async fn get_provisioned(
         .provisioned
         .get(&qualifier)
         .ok_or_else(no_provisioned)?;
-    Ok(Json(provisioned_body(&state, &r, record, &version).await))
+    let elsewhere = ready_elsewhere(&state).await;
+    Ok(Json(provisioned_body(
+        &state, &r, record, &version, &elsewhere,
+    )))
 }
 
 pub async fn delete_provisioned(
@@ -202,6 +212,7 @@ pub async fn list_provisioned(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let r = state.resolve(&caller.account_id, &name, None)?;
+    let elsewhere = ready_elsewhere(&state).await;
     let mut configs = Vec::new();
     for record in r.entry.provisioned.values() {
         let qualified = Resolved {
@@ -209,7 +220,7 @@ pub async fn list_provisioned(
             qualifier: Some(record.qualifier.clone()),
         };
         if let Ok(version) = state.version_for_read(&qualified) {
-            let mut body = provisioned_body(&state, &qualified, record, &version).await;
+            let mut body = provisioned_body(&state, &qualified, record, &version, &elsewhere);
             if let Some(obj) = body.as_object_mut() {
                 obj.insert(
                     "FunctionArn".into(),
