@@ -243,9 +243,17 @@ pub async fn status(
     let (depth, oldest) = queue_state(&state).await?;
     let (backlog, lag) = ledger_state(&state);
     let nodes = crate::membership::live_nodes(&state).await?;
+    let routes = state.forwarder.routes();
+    let policy = routes.policy();
     Ok(Json(json!({
         "NodeId": state.node.node_id,
         "Nodes": nodes,
+        "Routing": {
+            "Enabled": policy.enabled,
+            "HomeNodes": policy.home_nodes,
+            "SpillOverAt": policy.spill_over_at,
+            "Members": routes.members().collect::<Vec<_>>(),
+        },
         "Pools": pools,
         "Environments": state.scheduler.environments(),
         "Limits": {

@@ -19,6 +19,8 @@ pub struct GatewayConfig {
     pub price: Price,
     /// How far back model quality scores look (feedback received within it).
     pub quality_window: std::time::Duration,
+    /// How synchronous invocations are sent to their functions' home nodes in a cluster.
+    pub routing: scheduler::RoutingPolicy,
 }
 
 pub struct Inner {
@@ -41,6 +43,8 @@ pub struct Inner {
     pub keys: crate::auth::KeyRing,
     /// This node as a member of its cluster.
     pub node: Arc<crate::membership::NodeIdentity>,
+    /// Where synchronous invocations go in a cluster.
+    pub forwarder: crate::forwarding::Forwarder,
 }
 
 /// Shared by every handler. Cheap to clone.
@@ -85,6 +89,11 @@ impl AppState {
         } = services;
         AppState(Arc::new(Inner {
             arns: ArnBuilder::new(config.region.clone()),
+            forwarder: crate::forwarding::Forwarder::new(
+                node.node_id.clone(),
+                config.routing,
+                &metrics,
+            ),
             observer: crate::observe::Observer::new(metrics),
             keys: crate::auth::KeyRing::new(accounts),
             invoker: Invoker::new(scheduler.clone(), catalog.clone()),

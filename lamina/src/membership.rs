@@ -31,7 +31,8 @@ pub fn node_id(given: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
 }
 
 /// Heartbeats until `shutdown` resolves, then leaves the cluster. On PostgreSQL, each
-/// heartbeat also reads the live members, over which provisioned concurrency is spread. While the database is
+/// heartbeat also reads the live members, over which provisioned concurrency is spread
+/// and synchronous invocations are routed. While the database is
 /// unreachable the node keeps serving (and stays ready): invocations do not need it.
 pub async fn keep_membership(state: AppState, shutdown: impl Future<Output = ()>) {
     let node = state.node.clone();
@@ -89,13 +90,26 @@ pub async fn keep_membership(state: AppState, shutdown: impl Future<Output = ()>
 }
 
 /// Reads the live members and hands them to the scheduler, which moves provisioned
-/// concurrency to where it now belongs (the share of a dead node to the survivors).
+/// concurrency to where it now belongs (the share of a dead node to the survivors), and
+/// to the forwarder, which routes each function to its home nodes among them.
 async fn follow_members(state: &AppState) {
     match state.node.membership.live().await {
-        Ok(nodes) => state.scheduler.set_placement(scheduler::Placement::new(
-            state.node.node_id.clone(),
-            nodes.into_iter().map(|n| n.node_id).collect(),
-        )),
+        Ok(nodes) => {
+            state.scheduler.set_placement(scheduler::Placement::new(
+                state.node.node_id.clone(),
+                nodes.iter().map(|n| n.node_id.clone()).collect(),
+            ));
+            state.forwarder.set_members(
+                nodes
+                    .into_iter()
+                    .map(|n| scheduler::Peer {
+                        node_id: n.node_id,
+                        url: n.advertise_url,
+                        in_flight: n.load.in_flight,
+                    })
+                    .collect(),
+            );
+        }
         Err(e) => tracing::debug!(error = %e, "reading the live members"),
     }
 }

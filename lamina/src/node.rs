@@ -56,6 +56,8 @@ pub struct NodeConfig {
     pub node_id: Option<String>,
     /// Where other nodes reach this node; the public URL when `None`.
     pub advertise_url: Option<String>,
+    /// How synchronous invocations are sent to their functions' home nodes.
+    pub routing: scheduler::RoutingPolicy,
 }
 
 /// Where the node keeps packages and how it reaches S3.
@@ -109,6 +111,7 @@ impl NodeConfig {
             packages: PackageOptions::default(),
             node_id: None,
             advertise_url: None,
+            routing: scheduler::RoutingPolicy::default(),
         }
     }
 
@@ -288,6 +291,7 @@ impl Node {
                 public_url: config.public_url.clone(),
                 price: config.price,
                 quality_window: config.quality_window,
+                routing: config.routing,
             },
             Services {
                 db: db.clone(),

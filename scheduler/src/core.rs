@@ -728,6 +728,13 @@ impl Core {
         c
     }
 
+    /// The pool has an idle environment: its next invocation is warm.
+    pub fn has_idle(&self, pool: PoolId) -> bool {
+        self.pools
+            .get(&pool)
+            .is_some_and(|p| !p.idle.is_empty() || !p.idle_provisioned.is_empty())
+    }
+
     pub fn pools(&self) -> impl Iterator<Item = (PoolId, &FunctionKey)> {
         self.pools.iter().map(|(id, p)| (*id, &p.function))
     }

@@ -9,7 +9,8 @@
 //! and the dispatcher move, registered in the node's registry. In a cluster, [`slots`]
 //! decides what the node holds of the cluster's concurrency limits (pure) and
 //! [`slot_leases`] takes and gives back those slots in the database; [`placement`]
-//! spreads provisioned concurrency over the live nodes.
+//! spreads provisioned concurrency over the live nodes, and [`routing`] sends each
+//! function to its home nodes (both pure).
 
 pub mod core;
 pub mod dispatch;
@@ -17,6 +18,7 @@ pub mod invocation;
 pub mod metrics;
 pub mod placement;
 pub mod recorder;
+pub mod routing;
 pub mod scheduler;
 pub mod slot_leases;
 pub mod slots;
@@ -32,4 +34,5 @@ pub use invocation::{InvocationRequest, Invoker, PoolKey, Target};
 pub use metrics::{AsyncMetrics, DeliveryTarget, InvocationMetrics};
 pub use placement::Placement;
 pub use recorder::{InvocationMeta, Recorder};
+pub use routing::{Ask, CostBook, LocalReason, Peer, PeerState, Route, Routes, RoutingPolicy};
 pub use scheduler::{InvokeError, PoolSnapshot, Scheduler, SchedulerStats};

@@ -45,7 +45,9 @@ impl Placement {
     }
 }
 
-fn rank(key: &str, member: &str) -> u64 {
+/// The rendezvous weight of `member` for `key`: the members ranked by it, highest first,
+/// are the key's preferred nodes.
+pub(crate) fn rank(key: &str, member: &str) -> u64 {
     let digest = Sha256::new()
         .chain_update(key.as_bytes())
         .chain_update([0])

@@ -272,6 +272,15 @@ impl Scheduler {
         id
     }
 
+    /// This node has an idle environment of the version `key` names: an invocation of it
+    /// here would be warm.
+    pub fn has_idle(&self, key: &PoolKey) -> bool {
+        let Some(pool) = lock(&self.inner.registry).by_key.get(key).copied() else {
+            return false;
+        };
+        lock(&self.inner.core).has_idle(pool)
+    }
+
     fn spec_of(&self, pool: PoolId) -> Option<(SharedSpec, InitializationType)> {
         lock(&self.inner.registry)
             .pools

@@ -313,10 +313,20 @@ class ClusterOf3:
         want = set(self.node_ids)
         wait_until(lambda: self._live_ids() == want, timeout, "three live members", interval=0.2)
         wait_until(
+            lambda: all(self._routes_over(i) == want for i in range(self.SIZE)),
+            timeout,
+            "every node to route over the three",
+            interval=0.2,
+        )
+        wait_until(
             lambda: all(s == "UP" for s in self.lb.states().values()),
             timeout,
             "HAProxy to have every node up",
         )
+
+    def _routes_over(self, i):
+        """The members node `i` routes requests over, as its /lamina/status says."""
+        return set(self.status(self.nodes[i].endpoint)["Routing"]["Members"])
 
     def status(self, endpoint=None):
         r = signed("GET", f"{endpoint or self.lb.endpoint}/lamina/status")

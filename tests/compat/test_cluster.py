@@ -8,9 +8,12 @@ concurrency is spread over the nodes and moves off a dead one.
 The cluster is shared by the module (starting it takes seconds); the tests that kill
 nodes bring it back to three live nodes, and every test starts by making sure it is."""
 
+import base64
 import collections
+import hashlib
 import json
 import math
+import re
 import threading
 import time
 import uuid
@@ -44,6 +47,9 @@ PROPAGATION_BOUND = 1.0
 # The cluster's concurrent executions per account.
 ACCOUNT_CONCURRENCY = 130
 
+# In-flight invocations at which a home node takes no more forwarded requests.
+SPILL_OVER_AT = 4
+
 
 @pytest.fixture(scope="module")
 def cluster_of_3(tmp_path_factory):
@@ -60,6 +66,9 @@ def cluster_of_3(tmp_path_factory):
         extra=[
             "--idle-timeout", "600", "--retry-base", "1",
             "--account-concurrency", str(ACCOUNT_CONCURRENCY), "--min-unreserved", "10",
+            # A home with four invocations in flight takes no more forwarded requests, so
+            # that a test can saturate two homes with a dozen.
+            "--spill-over-at", str(SPILL_OVER_AT),
         ],
     )
     try:
@@ -218,6 +227,34 @@ def test_three_nodes_form_one_cluster_with_one_root_account(cluster):
     assert cluster.query("SELECT COUNT(*) FROM access_keys") == [(1,)]
 
 
+def homes(cluster, name, count=2):
+    """The indexes of `name`'s home nodes among the three, best first: the live members
+    ranked by the rendezvous weight of the function (SHA-256 of `account/name`, a zero
+    byte and the node id; its first 8 bytes, big-endian, highest first)."""
+    key = f"{ACCOUNT}/{name}".encode()
+
+    def weight(i):
+        digest = hashlib.sha256(key + b"\0" + cluster.node_ids[i].encode()).digest()
+        return int.from_bytes(digest[:8], "big")
+
+    return sorted(range(cluster.SIZE), key=weight, reverse=True)[:count]
+
+
+def outsider(cluster, name):
+    """The node that is not one of `name`'s homes."""
+    return next(i for i in range(cluster.SIZE) if i not in homes(cluster, name))
+
+
+def decisions(node):
+    """The node's routing decisions so far, by decision, from its /metrics."""
+    counts = collections.Counter()
+    for line in requests.get(f"{node.endpoint}/metrics", timeout=10).text.splitlines():
+        m = re.match(r'lamina_routing_decisions_total\{decision="(\w+)"\} (\S+)$', line)
+        if m:
+            counts[m[1]] += int(float(m[2]))
+    return counts
+
+
 def test_a_function_created_on_one_node_is_served_by_every_node_within_a_second(cluster):
     name = unique("everywhere")
     observers = {"node2": cluster.client(1), "node3": cluster.client(2)}
@@ -238,9 +275,93 @@ def test_a_function_created_on_one_node_is_served_by_every_node_within_a_second(
         r, body = invoke_json(lb, name, payload)
         assert r["StatusCode"] == 200 and "FunctionError" not in r, r
         assert body == payload
-    # Round robin spread the calls: every node runs the function.
-    assert all(environments_of(node, name) >= 1 for node in cluster.nodes)
+    # Round robin spread the calls over the nodes, and routing sent them to the
+    # function's two home nodes: only they run it.
+    home = homes(cluster, name)
+    assert all(environments_of(cluster.nodes[i], name) >= 1 for i in home), home
+    assert environments_of(cluster.nodes[outsider(cluster, name)], name) == 0
     print(f"created on node1, known on {', '.join(f'{k} after {v * 1000:.0f} ms' for k, v in seen.items())}")
+
+
+def test_a_node_that_is_not_home_forwards_and_answers_as_the_home_did(cluster):
+    name = unique("homed")
+    create(cluster.client(0), "counter", name)
+    present_everywhere(cluster, name)
+    out = outsider(cluster, name)
+    client = cluster.client(out)
+    before = decisions(cluster.nodes[out])
+    counts = []
+    for _ in range(10):
+        r = client.invoke(FunctionName=name, Payload=b"{}", LogType="Tail")
+        assert r["StatusCode"] == 200 and "FunctionError" not in r, r
+        assert r["ExecutedVersion"] == "$LATEST"
+        request_id = r["ResponseMetadata"]["RequestId"]
+        assert f"REPORT RequestId: {request_id}" in base64.b64decode(r["LogResult"]).decode()
+        body = json.loads(r["Payload"].read())
+        assert body["inits"] == 1, body
+        counts.append(body["count"])
+    # One warm environment on the first home served all ten, one after the other.
+    assert counts == list(range(1, 11)), counts
+    assert decisions(cluster.nodes[out])["forwarded"] - before["forwarded"] == 10
+    assert environments_of(cluster.nodes[out], name) == 0
+    assert [environments_of(cluster.nodes[i], name) for i in homes(cluster, name)] == [1, 0]
+    # What the serving node tells the forwarding one stays between them.
+    raw = signed("POST", f"{cluster.nodes[out].endpoint}/2015-03-31/functions/{name}/invocations", data=b"{}")
+    assert raw.status_code == 200, raw.text
+    assert not any(h.lower().startswith("x-lamina") for h in raw.headers), dict(raw.headers)
+    # A function error comes back as the home gave it.
+    r = client.invoke(FunctionName=name, Payload=json.dumps({"trap": True}))
+    assert (r["StatusCode"], r.get("FunctionError")) == (200, "Unhandled"), r
+    assert json.loads(r["Payload"].read())["errorType"] == "Runtime.ExitError"
+
+
+def test_when_the_homes_are_saturated_the_receiving_node_serves_the_rest(cluster):
+    name = unique("spill")
+    create(cluster.client(0), "sleep", name)
+    present_everywhere(cluster, name)
+    out = outsider(cluster, name)
+    client = cluster.client(out, max_pool_connections=16)
+    before = decisions(cluster.nodes[out])
+    results = parallel(lambda: outcome(client, name, {"ms": 2000}), 12)
+    assert results == ["ok"] * 12, results
+    after = decisions(cluster.nodes[out])
+    forwarded = after["forwarded"] - before["forwarded"]
+    spilled = after["spill_over"] - before["spill_over"]
+    # Each home took what it had room for; the outsider ran the rest itself.
+    assert forwarded + spilled == 12 and forwarded <= 2 * SPILL_OVER_AT and spilled >= 4, after
+    assert environments_of(cluster.nodes[out], name) == spilled
+    print(f"12 parallel invocations on a node that is not home: {forwarded} forwarded, {spilled} served there")
+
+
+def test_a_dead_home_costs_its_functions_no_failed_request(cluster):
+    name = unique("orphan")
+    create(cluster.client(0), "echo", name)
+    present_everywhere(cluster, name)
+    first, second = homes(cluster, name)
+    out = outsider(cluster, name)
+    client = cluster.client(out)
+    assert invoke_json(client, name, {"n": -1})[1] == {"n": -1}
+    killed = time.monotonic()
+    cluster.kill9(first)
+    served = 0
+    # Through the 10 s in which the dead node is still a member and on after: the hop to
+    # it fails at the connection, and the request goes to the other home instead.
+    while time.monotonic() - killed < 12:
+        r, body = invoke_json(client, name, {"n": served})
+        assert (r["StatusCode"], body) == (200, {"n": served}), r
+        assert "FunctionError" not in r
+        served += 1
+    wait_until(
+        lambda: {n["NodeId"] for n in cluster.live_nodes(cluster.nodes[out].endpoint)}
+        == {cluster.node_ids[second], cluster.node_ids[out]},
+        10,
+        "the dead home to leave the membership",
+    )
+    # Now the outsider is one of the two homes left, and serves the function itself.
+    before = decisions(cluster.nodes[out])["home"]
+    assert invoke_json(client, name, {"n": "home"})[1] == {"n": "home"}
+    assert decisions(cluster.nodes[out])["home"] == before + 1
+    print(f"{served} invokes through a node whose first home was killed, none failed")
 
 
 def test_configuration_changes_and_deletes_are_in_force_everywhere_within_a_second(cluster):
@@ -305,8 +426,11 @@ def test_a_node_that_never_saw_the_upload_serves_and_hands_out_the_code(cluster)
     # Neither node has the package: node1 stored it in the database.
     propagation({"node2": cluster.client(1), "node3": cluster.client(2)}, exists(name), time.monotonic())
 
-    r, body = invoke_json(cluster.client(2), name, {"first": "node3"})
-    assert (r["StatusCode"], body) == (200, {"first": "node3"}), r
+    # Through a home node other than node1, so that the node runs it itself.
+    runner = next(i for i in homes(cluster, name) if i != 0)
+    r, body = invoke_json(cluster.client(runner), name, {"first": cluster.names[runner]})
+    assert (r["StatusCode"], body) == (200, {"first": cluster.names[runner]}), r
+    assert environments_of(cluster.nodes[runner], name) == 1
     assert "FunctionError" not in r
 
     got = cluster.client(1).get_function(FunctionName=name)
@@ -455,8 +579,9 @@ def test_sync_invokes_through_the_load_balancer_survive_a_kill_and_restart(clust
         for t in threads:
             t.join(timeout=150)
     assert not failures, f"{len(failures)} invokes failed; first: {failures[:3]}"
-    # node1 came back under HAProxy and took its share.
-    assert environments_of(cluster.nodes[0], name) >= 1
+    # node1 came back under HAProxy and took its share of the requests (it serves them or
+    # forwards them to the function's homes).
+    assert sum(decisions(cluster.nodes[0]).values()) > 0
 
     wanted = set(completed)
     assert len(wanted) == len(completed), "a request id answered twice"
@@ -568,7 +693,10 @@ def test_the_slots_of_a_killed_node_are_free_once_it_is_dead(cluster):
     client.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
     present_everywhere(cluster, name)
     scope = f"reserved/{ACCOUNT}/{name}"
-    victim = cluster.client(1)
+    # Sent to one of the function's homes, so that node runs it; the other node that is
+    # left, not a home, forwards to the surviving home when asked.
+    held_by = homes(cluster, name)[0]
+    victim = cluster.client(held_by)
 
     def hold():
         try:
@@ -578,12 +706,17 @@ def test_the_slots_of_a_killed_node_are_free_once_it_is_dead(cluster):
 
     holder = threading.Thread(target=hold, daemon=True)
     holder.start()
-    wait_until(lambda: scope_slots(cluster, scope) == {cluster.node_ids[1]: 1}, 10, "node2 to hold the slot")
-    assert outcome(cluster.client(2), name, {"ms": 1}) == "ReservedFunctionConcurrentInvocationLimitExceeded"
+    wait_until(
+        lambda: scope_slots(cluster, scope) == {cluster.node_ids[held_by]: 1},
+        10,
+        f"{cluster.names[held_by]} to hold the slot",
+    )
+    other = outsider(cluster, name)
+    assert outcome(cluster.client(other), name, {"ms": 1}) == "ReservedFunctionConcurrentInvocationLimitExceeded"
 
     killed = time.monotonic()
-    cluster.kill9(1)
-    survivor = cluster.client(2)
+    cluster.kill9(held_by)
+    survivor = cluster.client(other)
     wait_until(lambda: outcome(survivor, name, {"ms": 1}) == "ok", 20, "node3 to take the dead node's slot", interval=0.2)
     freed_after = time.monotonic() - killed
     assert freed_after < 15, freed_after

@@ -61,6 +61,7 @@ LAMINA_METRICS = {
     "lamina_model_evictions_total": set(),
     "lamina_model_quality": {"account", "function", "version", "metric"},
     "lamina_model_feedback_samples": {"account", "function", "version"},
+    "lamina_routing_decisions_total": {"decision"},
     "lamina_http_requests_total": {"route", "method", "status"},
     "lamina_http_request_duration_seconds": {"route", "method"},
 }
@@ -472,6 +473,7 @@ def test_the_usage_dashboard_covers_the_issue(dashboards):
         "lamina_environments",
         "lamina_async_queue_depth",
         "lamina_ledger_backlog_records",
+        "lamina_routing_decisions_total",
     ):
         assert needle in exprs, needle
 

@@ -1,9 +1,9 @@
 //! Invoke (RequestResponse, Event, DryRun, log tail) and the deprecated InvokeAsync.
 
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use bytes::Bytes;
@@ -16,6 +16,7 @@ use store::VersionRecord;
 use super::request::QualifierQuery;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::forwarding::{ForwardedRequest, Routed, mark_served_in};
 use crate::state::{AppState, Resolved};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -98,10 +99,12 @@ pub async fn invoke(
     caller: Caller,
     Path(name): Path<String>,
     Query(q): Query<QualifierQuery>,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let received_at = SystemTime::now();
+    let started = Instant::now();
     let invocation_type = header(&headers, "x-amz-invocation-type").unwrap_or("RequestResponse");
     let tail = match header(&headers, "x-amz-log-type").unwrap_or("None") {
         "Tail" => true,
@@ -123,9 +126,20 @@ pub async fn invoke(
                 )));
             }
             let request_bytes = body.len() as u64;
-            let payload = event_payload(body)?;
+            let payload = event_payload(body.clone())?;
             let client_context = client_context(&headers)?;
             let version = state.version_for_invoke(&r)?;
+            let hop = ForwardedRequest {
+                // Invoke is only ever a POST.
+                method: &Method::POST,
+                uri: &uri,
+                headers: &headers,
+                body: &body,
+            };
+            let forwarded_here = match state.forwarder.route(&state, &r, &version, hop).await? {
+                Routed::There(answer) => return Ok(answer),
+                Routed::Here { forwarded } => forwarded,
+            };
             let request = InvocationRequest {
                 request_id: uuid::Uuid::new_v4().to_string(),
                 payload: Payload::Event(payload),
@@ -137,7 +151,14 @@ pub async fn invoke(
                 attempt: 1,
             };
             let result = run_sync(&state, &r, &version, request).await?;
-            Ok(sync_response(result, tail))
+            if let Some(init) = result.init_duration {
+                state.forwarder.cold_start(&r, init);
+            }
+            let mut answer = sync_response(result, tail);
+            if forwarded_here {
+                mark_served_in(&mut answer, started.elapsed());
+            }
+            Ok(answer)
         }
         "Event" => {
             if body.len() > MAX_ASYNC_PAYLOAD {

@@ -79,6 +79,7 @@ impl Gateway {
                 public_url: format!("http://{HOST}"),
                 price: Price::default(),
                 quality_window: Duration::from_secs(3600),
+                routing: scheduler::RoutingPolicy::default(),
             },
             Services {
                 db: db.clone(),

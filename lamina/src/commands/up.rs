@@ -145,6 +145,19 @@ pub struct UpArgs {
     /// Where other nodes and operators reach this node. Default: the public URL.
     #[arg(long, env = "LAMINA_ADVERTISE_URL")]
     pub advertise_url: Option<String>,
+    /// In a cluster, send each function's synchronous invocations to its home nodes
+    /// (`home`), or serve every request on the node that received it (`local`).
+    #[arg(long, env = "LAMINA_ROUTING", value_enum, default_value_t = Routing::Home)]
+    pub routing: Routing,
+    /// How many home nodes each function has in a cluster.
+    #[arg(long, env = "LAMINA_HOME_NODES", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub home_nodes: u32,
+    /// Invocations in flight at which a home node takes no more forwarded requests; the
+    /// node that received them serves them itself (spill-over).
+    #[arg(long, env = "LAMINA_SPILL_OVER_AT", default_value_t = 32,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub spill_over_at: u64,
     #[command(flatten)]
     pub packages: PackageArgs,
 }
@@ -281,6 +294,16 @@ impl UpArgs {
     }
 }
 
+/// Where a cluster serves synchronous invocations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Routing {
+    /// On the function's home nodes, unless the receiving node is warm, a cold start
+    /// there measures cheaper than a hop, or the homes are saturated.
+    Home,
+    /// On the node that received the request.
+    Local,
+}
+
 fn config(args: &UpArgs, public: String) -> NodeConfig {
     let mut c = NodeConfig::new(&args.data_dir, public);
     c.database_url = args.database_url.clone();
@@ -320,6 +343,11 @@ fn config(args: &UpArgs, public: String) -> NodeConfig {
     c.server_key_file = args.server_key_file.clone();
     c.node_id = args.node_id.clone();
     c.advertise_url = args.advertise_url.clone();
+    c.routing = scheduler::RoutingPolicy {
+        enabled: args.routing == Routing::Home,
+        home_nodes: args.home_nodes as usize,
+        spill_over_at: args.spill_over_at,
+    };
     let p = &args.packages;
     c.packages = PackageOptions {
         code_store: p.code_store.clone(),

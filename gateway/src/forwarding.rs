@@ -1,0 +1,370 @@
+//! Sending a synchronous Invoke to the node routing chose ([`scheduler::routing`]), and
+//! what this node learns doing it: which peers answer, how many requests it has sent each
+//! that are still running, and what a hop costs.
+//!
+//! The request is sent on as the client signed it (method, path, headers and body
+//! untouched, `Host` included), so the node that serves it checks the client's signature
+//! itself and answers exactly as it would have answered the client; this node relays the
+//! answer. The hop is marked with [`FORWARDED_BY`], and a marked request is always served
+//! where it lands. When the hop fails (the peer died and is not yet dead to the
+//! membership, or it cannot be reached), the request is served here, as a client's retry
+//! would be, and the peer takes no forwarded requests for [`UNREACHABLE_FOR`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Method, Request, Uri};
+use axum::response::Response;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use scheduler::{Ask, CostBook, LocalReason, PeerState, PoolKey, Route, Routes, RoutingPolicy};
+use store::VersionRecord;
+
+use crate::error::ApiError;
+use crate::state::{AppState, Resolved};
+
+/// Marks a forwarded request with the id of the node that forwarded it.
+pub const FORWARDED_BY: &str = "x-lamina-forwarded-by";
+/// On the answer to a forwarded request: the microseconds the serving node spent on it,
+/// so that the forwarding node can tell the hop's own cost. Never reaches the client.
+pub const SERVED_IN: &str = "x-lamina-served-in-us";
+/// How long a peer that failed a hop takes no forwarded requests.
+pub const UNREACHABLE_FOR: Duration = Duration::from_secs(2);
+/// A hop waits for the function's timeout and this much more before it gives up.
+const HOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The values of `lamina_routing_decisions_total`'s `decision` label.
+const DECISIONS: &[&str] = &[
+    "alone",
+    "forwarded_here",
+    "home",
+    "warm_here",
+    "cold_cheaper",
+    "spill_over",
+    "forwarded",
+    "forward_failed",
+];
+
+/// Headers that belong to one connection, never sent on.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+#[derive(Debug, Default)]
+struct PeerBook {
+    outstanding: u64,
+    unreachable_until: Option<Instant>,
+}
+
+/// Where this node sends requests: the routes as of the last membership read, and the
+/// client that carries them.
+pub struct Forwarder {
+    node_id: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+    routes: RwLock<Arc<Routes>>,
+    peers: Mutex<HashMap<String, PeerBook>>,
+    costs: Mutex<CostBook>,
+    /// The counter of each of [`DECISIONS`], looked up once.
+    counters: Vec<IntCounter>,
+}
+
+impl std::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What routing decided for one request.
+#[derive(Debug)]
+pub enum Routed {
+    /// Serve it here; `forwarded` when another node sent it.
+    Here { forwarded: bool },
+    /// The serving node's answer, to relay as it is.
+    There(Response),
+}
+
+impl Forwarder {
+    /// A forwarder for node `node_id` that counts its decisions in `registry` (or, when a
+    /// gateway registered them there already, in a registry of its own).
+    pub fn new(node_id: String, policy: RoutingPolicy, registry: &Registry) -> Self {
+        let decisions = IntCounterVec::new(
+            Opts::new(
+                "lamina_routing_decisions_total",
+                "Synchronous invocations by where routing sent them: served here (and why) or forwarded to a home node.",
+            ),
+            &["decision"],
+        )
+        .expect("a valid metric");
+        if let Err(e) = registry.register(Box::new(decisions.clone())) {
+            tracing::warn!(error = %e, "routing metrics already registered; not exported twice");
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(1)));
+        Forwarder {
+            client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(connector),
+            routes: RwLock::new(Arc::new(Routes::new(node_id.clone(), Vec::new(), policy))),
+            node_id,
+            peers: Mutex::new(HashMap::new()),
+            costs: Mutex::new(CostBook::default()),
+            counters: DECISIONS
+                .iter()
+                .map(|d| decisions.with_label_values(&[*d]))
+                .collect(),
+        }
+    }
+
+    /// Routes over `peers` (the live members, this node included) from now on.
+    pub fn set_members(&self, peers: Vec<scheduler::Peer>) {
+        let policy = self.routes().policy();
+        let routes = Arc::new(Routes::new(self.node_id.clone(), peers, policy));
+        *self.routes.write().unwrap_or_else(PoisonError::into_inner) = routes;
+    }
+
+    pub fn routes(&self) -> Arc<Routes> {
+        self.routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn peer_state(&self, node_id: &str, now: Instant) -> PeerState {
+        lock(&self.peers)
+            .get(node_id)
+            .map_or_else(PeerState::default, |p| PeerState {
+                outstanding: p.outstanding,
+                unreachable: p.unreachable_until.is_some_and(|until| now < until),
+            })
+    }
+
+    /// Decides where a synchronous invocation of `version` runs and, when elsewhere,
+    /// sends it there. On a node that is its own cluster this costs one read of the
+    /// routes and nothing else. A hop that fails before the request left this node is
+    /// served here instead; one that fails after is a ServiceException (500, which SDKs
+    /// retry), since the function may have run: this node never runs it a second time
+    /// on its own.
+    pub async fn route(
+        &self,
+        state: &AppState,
+        r: &Resolved,
+        version: &VersionRecord,
+        request: ForwardedRequest<'_>,
+    ) -> Result<Routed, ApiError> {
+        let forwarded = request.headers.contains_key(FORWARDED_BY);
+        let routes = self.routes();
+        if !forwarded && !routes.spans_cluster() {
+            self.count(LocalReason::Alone.as_str());
+            return Ok(Routed::Here { forwarded: false });
+        }
+        let function = function_of(r);
+        let warm_here = !forwarded && state.scheduler.has_idle(&PoolKey::of(&r.entry, version));
+        // A home that cannot be reached is marked so, and the request routed again: to
+        // the other home, or here once none is left.
+        for _ in 0..=routes.policy().home_nodes {
+            let (forward_cost, cold_cost) = {
+                let costs = lock(&self.costs);
+                (costs.hop_cost(), costs.cold_cost(&function))
+            };
+            let ask = Ask {
+                function: &function,
+                forwarded,
+                warm_here,
+                forward_cost,
+                cold_cost,
+            };
+            let now = Instant::now();
+            let (node_id, url) = match routes.route(&ask, |node_id| self.peer_state(node_id, now)) {
+                Route::Local(reason) => {
+                    self.count(reason.as_str());
+                    return Ok(Routed::Here {
+                        forwarded: reason == LocalReason::Forwarded,
+                    });
+                }
+                Route::Forward { node_id, url } => (node_id, url),
+            };
+            let timeout = state.catalog.spec(&r.entry, version).timeout;
+            match self.forward(&node_id, &url, timeout, request).await {
+                Ok(response) => {
+                    self.count("forwarded");
+                    return Ok(Routed::There(response));
+                }
+                Err(e) if e.nothing_sent() => {
+                    tracing::warn!(peer = %node_id, error = %e, "cannot reach a home node; routing again");
+                    self.count("forward_failed");
+                }
+                Err(e) => {
+                    self.count("forward_failed");
+                    return Err(ApiError::service(format!(
+                        "the node serving the request failed before it answered ({e}); the invocation may have run"
+                    )));
+                }
+            }
+        }
+        Ok(Routed::Here { forwarded: false })
+    }
+
+    /// A cold start of the function `r` names took `took` here.
+    pub fn cold_start(&self, r: &Resolved, took: Duration) {
+        lock(&self.costs).cold_start(&function_of(r), took);
+    }
+
+    fn count(&self, decision: &'static str) {
+        if let Some(i) = DECISIONS.iter().position(|d| *d == decision) {
+            self.counters[i].inc();
+        }
+    }
+
+    async fn forward(
+        &self,
+        node_id: &str,
+        base_url: &str,
+        timeout: Duration,
+        request: ForwardedRequest<'_>,
+    ) -> Result<Response, ForwardError> {
+        let outgoing = request.to(base_url, &self.node_id)?;
+        let _outstanding = Outstanding::start(self, node_id);
+        let started = Instant::now();
+        let sent = tokio::time::timeout(timeout + HOP_GRACE, self.client.request(outgoing)).await;
+        let answer = match sent {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) if e.is_connect() => {
+                return Err(self.unreachable(node_id, ForwardError::Connect(e.to_string())));
+            }
+            Ok(Err(e)) => return Err(self.unreachable(node_id, ForwardError::Hop(e.to_string()))),
+            Err(_) => return Err(self.unreachable(node_id, ForwardError::TimedOut)),
+        };
+        let round_trip = started.elapsed();
+        let (mut parts, body) = answer.into_parts();
+        if let Some(served) = parts
+            .headers
+            .remove(SERVED_IN)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        {
+            let hop = round_trip.saturating_sub(Duration::from_micros(served));
+            lock(&self.costs).hop(hop);
+        }
+        for name in HOP_BY_HOP {
+            parts.headers.remove(*name);
+        }
+        Ok(Response::from_parts(parts, Body::new(body)))
+    }
+
+    fn unreachable(&self, node_id: &str, e: ForwardError) -> ForwardError {
+        lock(&self.peers)
+            .entry(node_id.to_owned())
+            .or_default()
+            .unreachable_until = Some(Instant::now() + UNREACHABLE_FOR);
+        e
+    }
+}
+
+/// The key a function's homes are ranked by: all its versions share them.
+fn function_of(r: &Resolved) -> String {
+    format!("{}/{}", r.entry.account_id, r.entry.name)
+}
+
+/// Counts a request as outstanding at a peer until its answer's head arrives or the hop
+/// is abandoned.
+struct Outstanding<'a> {
+    forwarder: &'a Forwarder,
+    node_id: &'a str,
+}
+
+impl<'a> Outstanding<'a> {
+    fn start(forwarder: &'a Forwarder, node_id: &'a str) -> Self {
+        lock(&forwarder.peers)
+            .entry(node_id.to_owned())
+            .or_default()
+            .outstanding += 1;
+        Outstanding { forwarder, node_id }
+    }
+}
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = lock(&self.forwarder.peers).get_mut(self.node_id) {
+            p.outstanding = p.outstanding.saturating_sub(1);
+        }
+    }
+}
+
+/// The client's request as received, to be sent on unchanged.
+#[derive(Clone, Copy)]
+pub struct ForwardedRequest<'a> {
+    pub method: &'a Method,
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
+    pub body: &'a Bytes,
+}
+
+impl ForwardedRequest<'_> {
+    fn to(&self, base_url: &str, me: &str) -> Result<Request<Full<Bytes>>, ForwardError> {
+        let path = self.uri.path_and_query().map_or("/", |p| p.as_str());
+        let uri: Uri = format!("{}{path}", base_url.trim_end_matches('/'))
+            .parse()
+            .map_err(|e: axum::http::uri::InvalidUri| ForwardError::Address(e.to_string()))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(ForwardError::Address(format!(
+                "{base_url} is not a plain HTTP address"
+            )));
+        }
+        let mut outgoing = Request::builder()
+            .method(self.method.clone())
+            .uri(uri)
+            .body(Full::new(self.body.clone()))
+            .map_err(|e| ForwardError::Address(e.to_string()))?;
+        let headers = outgoing.headers_mut();
+        for (name, value) in self.headers {
+            if !HOP_BY_HOP.contains(&name.as_str()) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        let me = HeaderValue::from_str(me).map_err(|e| ForwardError::Address(e.to_string()))?;
+        headers.insert(FORWARDED_BY, me);
+        Ok(outgoing)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ForwardError {
+    #[error("the peer's address cannot carry the request: {0}")]
+    Address(String),
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("{0}")]
+    Hop(String),
+    #[error("no answer within the function's timeout")]
+    TimedOut,
+}
+
+impl ForwardError {
+    /// The request never left this node, so serving it here cannot run it twice.
+    fn nothing_sent(&self) -> bool {
+        matches!(self, ForwardError::Address(_) | ForwardError::Connect(_))
+    }
+}
+
+/// Marks the answer to a forwarded request with the time this node spent on it.
+pub fn mark_served_in(response: &mut Response, took: Duration) {
+    if let Ok(v) = HeaderValue::from_str(&took.as_micros().to_string()) {
+        response.headers_mut().insert(SERVED_IN, v);
+    }
+}
