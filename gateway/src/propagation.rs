@@ -18,6 +18,10 @@ use crate::state::AppState;
 /// plus one query and the packages to lay out.
 pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
 
+/// How long one catch-up may take, laying out the packages of the changed functions
+/// included, before it counts as failed and starts over at the next tick.
+const CATCH_UP_DEADLINE: Duration = Duration::from_secs(300);
+
 /// How long changes stay in the feed; a node further behind reloads the whole catalog.
 const FEED_RETENTION: Duration = Duration::from_secs(3600);
 
@@ -41,7 +45,7 @@ pub async fn follow_catalog(state: AppState, shutdown: impl Future<Output = ()>)
             _ = tick.tick() => {}
         }
         let started = std::time::Instant::now();
-        match state.catalog.catch_up(&LayOut(&state)).await {
+        match store::within(CATCH_UP_DEADLINE, state.catalog.catch_up(&LayOut(&state))).await {
             Ok(caught) => {
                 if started.elapsed() > SLOW_CATCH_UP {
                     tracing::warn!(

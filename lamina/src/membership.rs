@@ -12,6 +12,9 @@ use gateway::AppState;
 /// `store::membership::DEAD_AFTER` is dead to the others.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long a heartbeat or a read of the members may wait for the database.
+const DATABASE_DEADLINE: Duration = Duration::from_secs(5);
+
 /// The node id given, else the one kept in `<data-dir>/node-id`, made up on first start.
 pub fn node_id(given: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
     if let Some(id) = given {
@@ -49,11 +52,10 @@ pub async fn keep_membership(state: AppState, shutdown: impl Future<Output = ()>
             _ = tick.tick() => {}
         }
         let load = gateway::membership::node_load(&state);
-        match node
+        let beat = node
             .membership
-            .heartbeat(&node.node_id, &node.incarnation, &load)
-            .await
-        {
+            .heartbeat(&node.node_id, &node.incarnation, &load);
+        match store::within(DATABASE_DEADLINE, beat).await {
             Ok(true) => {
                 if failing {
                     tracing::info!("heartbeats reach the database again");
@@ -93,7 +95,7 @@ pub async fn keep_membership(state: AppState, shutdown: impl Future<Output = ()>
 /// concurrency to where it now belongs (the share of a dead node to the survivors), and
 /// to the forwarder, which routes each function to its home nodes among them.
 async fn follow_members(state: &AppState) {
-    match state.node.membership.live().await {
+    match store::within(DATABASE_DEADLINE, state.node.membership.live()).await {
         Ok(nodes) => {
             state.scheduler.set_placement(scheduler::Placement::new(
                 state.node.node_id.clone(),

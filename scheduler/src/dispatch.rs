@@ -26,6 +26,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::invocation::{InvocationRequest, Invoker, Target};
 use crate::metrics::{AsyncMetrics, DeliveryTarget};
+use crate::scheduler::lock;
 use crate::scheduler::{InvokeError, Scheduler};
 
 #[derive(Debug, Clone)]
@@ -100,7 +101,16 @@ struct Inner {
     metrics: AsyncMetrics,
     /// Throttles seen per event, for backoff; lost on restart, which only resets backoff.
     throttles: Mutex<HashMap<String, u32>>,
+    /// The events this dispatcher leased and is running. An event leased under its owner
+    /// but not here was lost on the way (the lease committed, its answer never arrived),
+    /// and recovery takes it back.
+    running: Mutex<HashSet<String>>,
 }
+
+/// How long a lease of due events may wait for the database.
+const LEASE_DEADLINE: Duration = Duration::from_secs(15);
+/// How long one recovery pass may take.
+const RECOVERY_DEADLINE: Duration = Duration::from_secs(60);
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -144,6 +154,7 @@ impl Dispatcher {
                 config,
                 metrics: AsyncMetrics::register(metrics)?,
                 throttles: Mutex::new(HashMap::new()),
+                running: Mutex::new(HashSet::new()),
             }),
         })
     }
@@ -154,19 +165,28 @@ impl Dispatcher {
     /// completion) and any other goes back to the queue. Run at start after the ledger's
     /// spool has been replayed, and every `recovery_interval` after.
     pub async fn recover(&self) -> Result<usize, store::StoreError> {
-        let mut live: HashSet<String> = self
+        store::within(RECOVERY_DEADLINE, self.recover_orphans()).await
+    }
+
+    async fn recover_orphans(&self) -> Result<usize, store::StoreError> {
+        let owner = self.inner.owner.as_str();
+        let live: HashSet<String> = self
             .inner
             .membership
             .live()
             .await?
             .into_iter()
             .map(|n| n.incarnation)
+            .filter(|incarnation| incarnation != owner)
             .collect();
-        live.insert(self.inner.owner.clone());
         let orphans = self.inner.queue.orphaned(&live).await?;
         let mut recovered = 0;
         for orphan in orphans {
-            let owner = self.inner.owner.as_str();
+            if orphan.lease_owner.as_deref() == Some(owner)
+                && lock(&self.inner.running).contains(&orphan.event_id)
+            {
+                continue;
+            }
             let queue = &self.inner.queue;
             let Some(event) = queue.take_over(&orphan, owner).await? else {
                 continue;
@@ -208,8 +228,12 @@ impl Dispatcher {
             }
             let free = permits.available_permits() as u32;
             let leased = if free > 0 {
-                match self.inner.queue.lease_due(&self.inner.owner, free).await {
-                    Ok(events) => events,
+                let lease = self.inner.queue.lease_due(&self.inner.owner, free);
+                match store::within(LEASE_DEADLINE, lease).await {
+                    Ok(events) => {
+                        lock(&self.inner.running).extend(events.iter().map(|e| e.event_id.clone()));
+                        events
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot read the async queue; retrying");
                         Vec::new()
@@ -225,7 +249,9 @@ impl Dispatcher {
                 };
                 let this = self.clone();
                 tokio::spawn(async move {
+                    let event_id = event.event_id.clone();
                     this.process(event).await;
+                    lock(&this.inner.running).remove(&event_id);
                     drop(permit);
                     this.inner.notify.notify_one();
                 });

@@ -25,6 +25,25 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
 }
 
+/// Bounds a piece of database work that a background loop waits on. The client does no
+/// TCP keepalive, so a connection whose server vanished without closing it (a failover, a
+/// dropped NAT mapping, a network that drops packets) would leave the loop waiting for an
+/// answer forever; past `deadline` the work counts as failed, and the loop retries it as
+/// it retries any other failure.
+pub async fn within<T>(
+    deadline: std::time::Duration,
+    work: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(deadline, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!(
+                "no answer from the database within {} s",
+                deadline.as_secs_f64()
+            )))
+        })
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match e {

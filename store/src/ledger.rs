@@ -292,6 +292,10 @@ pub struct Drained {
     pub caught_up: bool,
 }
 
+/// How long one batch insert may take before the writer gives up on it and retries (the
+/// insert is idempotent, so a batch that did commit is not counted twice).
+const WRITE_DEADLINE: Duration = Duration::from_secs(30);
+
 impl LedgerWriter {
     pub fn new(spool: Spool, db: Db, config: &LedgerConfig) -> Self {
         LedgerWriter {
@@ -384,7 +388,7 @@ impl LedgerWriter {
             }
             let count = lines.len() as u64;
             let entries = parse(self.spool.stats(), &lines);
-            insert_entries(&self.db, &entries).await?;
+            crate::db::within(WRITE_DEADLINE, insert_entries(&self.db, &entries)).await?;
             cursor.start = next;
             let stats = self.spool.stats();
             stats.committed.fetch_add(count, Ordering::Relaxed);

@@ -34,7 +34,7 @@ pub use catalog::{
     VersionConfig, VersionRecord,
 };
 pub use concurrency_leases::{ConcurrencyLeases, SlotGrant};
-pub use db::{Backend, Db, StoreError};
+pub use db::{Backend, Db, StoreError, within};
 pub use function_logs::{LogEntry, LogQuery};
 pub use ledger::{LedgerConfig, LedgerStats, LedgerWriter, LogRecord, Spool, SpoolEntry};
 pub use membership::{Membership, NodeLoad, NodeRecord};

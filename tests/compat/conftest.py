@@ -372,6 +372,14 @@ class TcpProxy:
             try:
                 # A reset, not an orderly close: the peer sees the connection die.
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                # Closing alone would not end a connection whose other direction's thread
+                # is blocked reading it (the kernel keeps the socket until that read
+                # returns): a peer waiting for an answer would wait forever, as behind a
+                # network that drops packets, not a database that went away.
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
                 s.close()
             except OSError:
                 pass
