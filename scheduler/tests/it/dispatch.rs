@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use crate::{ACCOUNT, Harness, arn, config};
 
 const RETRY_BASE: Duration = Duration::from_millis(100);
+const INCARNATION: &str = "incarnation-test";
 
 /// A dispatcher running on a harness until dropped.
 struct Running {
@@ -33,22 +34,35 @@ struct Running {
 
 impl Running {
     async fn start() -> Running {
+        Self::start_with_lease_lost(None).await
+    }
+
+    /// Starts a dispatcher; with `lost`, that event of function `f` is first leased under
+    /// the dispatcher's own incarnation, as a lease whose answer never reached it would be.
+    async fn start_with_lease_lost(lost: Option<AsyncEvent>) -> Running {
         let h = Harness::new(Limits::default()).await;
         let queue = Queue::new(h.db.clone());
         let notify = Arc::new(Notify::new());
+        if let Some(event) = lost {
+            h.function("f", config()).await;
+            queue.enqueue(&event).await.unwrap();
+            let leased = queue.lease_due(INCARNATION, 1).await.unwrap();
+            assert_eq!(leased.len(), 1);
+        }
         let dispatcher = Dispatcher::new(
             h.scheduler.clone(),
             h.catalog.clone(),
             queue.clone(),
             notify.clone(),
             Leaseholder {
-                incarnation: "incarnation-test".into(),
+                incarnation: INCARNATION.into(),
                 membership: Membership::new(h.db.clone()),
             },
             DispatchConfig {
                 retry_base: RETRY_BASE,
                 concurrency: 4,
                 poll_interval: Duration::from_millis(10),
+                recovery_interval: Duration::from_millis(100),
                 ..DispatchConfig::default()
             },
             &h.registry,
@@ -308,5 +322,14 @@ async fn a_platform_failure_is_retried_without_using_an_attempt() {
     assert!(attempts[1].at - attempts[0].at >= Duration::from_secs(1));
     let record = json_of(calls(&seen, "successes")[0]);
     assert_eq!(record["requestContext"]["approximateInvokeCount"], 1);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_leased_under_this_node_but_never_received_is_taken_back_and_run() {
+    let d = Running::start_with_lease_lost(Some(event("lost", "f"))).await;
+    let seen = d.invoked("f").await;
+    assert_eq!(calls(&seen, "f").len(), 1);
+    d.drained().await;
     d.stop().await;
 }
