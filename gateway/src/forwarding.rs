@@ -18,13 +18,16 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, Uri};
 use axum::response::Response;
 use bytes::Bytes;
+use hmac::{Hmac, Mac};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use scheduler::{Ask, CostBook, LocalReason, PeerState, PoolKey, Route, Routes, RoutingPolicy};
+use sha2::Sha256;
 use store::VersionRecord;
+use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
 use crate::state::{AppState, Resolved};
@@ -34,6 +37,16 @@ pub const FORWARDED_BY: &str = "x-lamina-forwarded-by";
 /// On the answer to a forwarded request: the microseconds the serving node spent on it,
 /// so that the forwarding node can tell the hop's own cost. Never reaches the client.
 pub const SERVED_IN: &str = "x-lamina-served-in-us";
+/// On a forwarded function-URL request: the client's address as the forwarding node saw
+/// it, which the URL's event reports as `sourceIp`.
+pub const SOURCE_IP: &str = "x-lamina-source-ip";
+/// Proves that [`SOURCE_IP`] comes from a node of the cluster: `<unix seconds>.<hex
+/// HMAC-SHA256>` over the forwarding node, the address and the time, under a key derived
+/// from the server key every node shares. Without a valid proof the header is ignored.
+pub const HOP_PROOF: &str = "x-lamina-hop-proof";
+/// How old a proof may be.
+const PROOF_WINDOW_SECS: u64 = 60;
+
 /// How long a peer that failed a hop takes no forwarded requests.
 pub const UNREACHABLE_FOR: Duration = Duration::from_secs(2);
 /// A hop waits for the function's timeout and this much more before it gives up.
@@ -72,6 +85,8 @@ struct PeerBook {
 /// client that carries them.
 pub struct Forwarder {
     node_id: String,
+    /// Signs and checks [`HOP_PROOF`]s.
+    hop_key: [u8; 32],
     client: Client<HttpConnector, Full<Bytes>>,
     routes: RwLock<Arc<Routes>>,
     peers: Mutex<HashMap<String, PeerBook>>,
@@ -102,7 +117,12 @@ pub enum Routed {
 impl Forwarder {
     /// A forwarder for node `node_id` that counts its decisions in `registry` (or, when a
     /// gateway registered them there already, in a registry of its own).
-    pub fn new(node_id: String, policy: RoutingPolicy, registry: &Registry) -> Self {
+    pub fn new(
+        node_id: String,
+        policy: RoutingPolicy,
+        hop_key: [u8; 32],
+        registry: &Registry,
+    ) -> Self {
         let decisions = IntCounterVec::new(
             Opts::new(
                 "lamina_routing_decisions_total",
@@ -123,6 +143,7 @@ impl Forwarder {
                 .build(connector),
             routes: RwLock::new(Arc::new(Routes::new(node_id.clone(), Vec::new(), policy))),
             node_id,
+            hop_key,
             peers: Mutex::new(HashMap::new()),
             costs: Mutex::new(CostBook::default()),
             counters: DECISIONS
@@ -239,7 +260,16 @@ impl Forwarder {
         timeout: Duration,
         request: ForwardedRequest<'_>,
     ) -> Result<Response, ForwardError> {
-        let outgoing = request.to(base_url, &self.node_id)?;
+        let mut outgoing = request.to(base_url, &self.node_id)?;
+        if let Some(ip) = request.source_ip {
+            let proof = self.proof(&self.node_id, ip, unix_secs());
+            let headers = outgoing.headers_mut();
+            for (name, value) in [(SOURCE_IP, ip), (HOP_PROOF, proof.as_str())] {
+                let value = HeaderValue::from_str(value)
+                    .map_err(|e| ForwardError::Address(e.to_string()))?;
+                headers.insert(name, value);
+            }
+        }
         let _outstanding = Outstanding::start(self, node_id);
         let started = Instant::now();
         let sent = tokio::time::timeout(timeout + HOP_GRACE, self.client.request(outgoing)).await;
@@ -265,6 +295,27 @@ impl Forwarder {
             parts.headers.remove(*name);
         }
         Ok(Response::from_parts(parts, Body::new(body)))
+    }
+
+    fn proof(&self, forwarded_by: &str, ip: &str, at: u64) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.hop_key)
+            .expect("HMAC takes a key of any length");
+        mac.update(format!("{forwarded_by}\n{ip}\n{at}").as_bytes());
+        format!("{at}.{}", hex::encode(mac.finalize().into_bytes()))
+    }
+
+    /// The client's address a cluster node vouched for when it forwarded this request;
+    /// `None` for a request that was not forwarded or whose proof does not hold.
+    pub fn vouched_source_ip(&self, headers: &HeaderMap) -> Option<String> {
+        let get = |name| headers.get(name).and_then(|v| v.to_str().ok());
+        let (by, ip, proof) = (get(FORWARDED_BY)?, get(SOURCE_IP)?, get(HOP_PROOF)?);
+        let (at, _) = proof.split_once('.')?;
+        let at: u64 = at.parse().ok()?;
+        if unix_secs().abs_diff(at) > PROOF_WINDOW_SECS {
+            return None;
+        }
+        let expected = self.proof(by, ip, at);
+        bool::from(expected.as_bytes().ct_eq(proof.as_bytes())).then(|| ip.to_owned())
     }
 
     fn unreachable(&self, node_id: &str, e: ForwardError) -> ForwardError {
@@ -313,6 +364,14 @@ pub struct ForwardedRequest<'a> {
     pub uri: &'a Uri,
     pub headers: &'a HeaderMap,
     pub body: &'a Bytes,
+    /// For a function URL: the client's address, vouched for to the serving node.
+    pub source_ip: Option<&'a str>,
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl ForwardedRequest<'_> {
@@ -333,7 +392,9 @@ impl ForwardedRequest<'_> {
             .map_err(|e| ForwardError::Address(e.to_string()))?;
         let headers = outgoing.headers_mut();
         for (name, value) in self.headers {
-            if !HOP_BY_HOP.contains(&name.as_str()) {
+            // What only a node may say about a hop is never taken from the client.
+            let ours = [FORWARDED_BY, SOURCE_IP, HOP_PROOF].contains(&name.as_str());
+            if !ours && !HOP_BY_HOP.contains(&name.as_str()) {
                 headers.append(name.clone(), value.clone());
             }
         }

@@ -71,6 +71,8 @@ pub struct Services {
     /// The node's metrics registry; the scheduler's counters are already in it.
     pub metrics: prometheus::Registry,
     pub node: Arc<crate::membership::NodeIdentity>,
+    /// The key nodes vouch for what they forward with, derived from the server key.
+    pub hop_key: [u8; 32],
 }
 
 impl AppState {
@@ -86,12 +88,14 @@ impl AppState {
             accounts,
             metrics,
             node,
+            hop_key,
         } = services;
         AppState(Arc::new(Inner {
             arns: ArnBuilder::new(config.region.clone()),
             forwarder: crate::forwarding::Forwarder::new(
                 node.node_id.clone(),
                 config.routing,
+                hop_key,
                 &metrics,
             ),
             observer: crate::observe::Observer::new(metrics),

@@ -206,6 +206,7 @@ impl Node {
         });
         let packages = Packages::open(config.packages_config(&server_key, shared_blobs))
             .context("opening the package store")?;
+        let hop_key = server_key.derive("lamina node hop v1");
         let accounts = Accounts::new(db.clone(), server_key);
         accounts.check_server_key().await.with_context(|| {
             format!(
@@ -304,6 +305,7 @@ impl Node {
                 accounts,
                 metrics,
                 node,
+                hop_key,
             },
         );
         let mut tasks = Vec::new();

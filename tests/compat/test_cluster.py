@@ -11,11 +11,13 @@ nodes bring it back to three live nodes, and every test starts by making sure it
 import base64
 import collections
 import hashlib
+import http.client
 import json
 import math
 import re
 import threading
 import time
+import urllib.parse
 import uuid
 
 import botocore.exceptions
@@ -313,6 +315,50 @@ def test_a_node_that_is_not_home_forwards_and_answers_as_the_home_did(cluster):
     r = client.invoke(FunctionName=name, Payload=json.dumps({"trap": True}))
     assert (r["StatusCode"], r.get("FunctionError")) == (200, "Unhandled"), r
     assert json.loads(r["Payload"].read())["errorType"] == "Runtime.ExitError"
+
+
+def test_a_function_url_is_routed_to_a_home_and_keeps_the_clients_address(cluster):
+    name = unique("url-homed")
+    create(cluster.client(0), "echo", name)
+    url = cluster.client(0).create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"]
+    path = urllib.parse.urlparse(url).path
+    out = outsider(cluster, name)
+    endpoint = cluster.nodes[out].endpoint
+    wait_until(
+        lambda: requests.get(f"{endpoint}{path}", timeout=10).status_code == 200, 10, "the URL on the outsider"
+    )
+    before = decisions(cluster.nodes[out])
+    # From another loopback address than the nodes use among themselves, so that the
+    # client's address and the forwarding node's differ.
+    host, port = urllib.parse.urlparse(endpoint).netloc.split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30, source_address=("127.0.0.2", 0))
+    conn.request("POST", f"{path}orders?x=1", body=b'{"a": 1}', headers={"content-type": "application/json"})
+    r = conn.getresponse()
+    body = r.read()
+    conn.close()
+    assert r.status == 200, body
+    event = json.loads(body)
+    assert (event["rawPath"], event["rawQueryString"]) == ("/orders", "x=1"), event
+    assert json.loads(event["body"]) == {"a": 1}
+    # The home reports the address the client came from, which only the outsider saw.
+    assert event["requestContext"]["http"]["sourceIp"] == "127.0.0.2", event["requestContext"]
+    assert decisions(cluster.nodes[out])["forwarded"] == before["forwarded"] + 1
+    assert environments_of(cluster.nodes[out], name) == 0
+    assert not any(h.lower().startswith("x-lamina") for h, _ in r.getheaders()), r.getheaders()
+    # A client cannot pass itself off as a forwarding node to choose its address.
+    home = cluster.nodes[homes(cluster, name)[0]].endpoint
+    spoofed = requests.post(
+        f"{home}{path}",
+        json={},
+        headers={
+            "x-lamina-forwarded-by": cluster.node_ids[out],
+            "x-lamina-source-ip": "203.0.113.9",
+            "x-lamina-hop-proof": f"{int(time.time())}.{'0' * 64}",
+        },
+        timeout=30,
+    )
+    assert spoofed.status_code == 200, spoofed.text
+    assert spoofed.json()["requestContext"]["http"]["sourceIp"] == "127.0.0.1"
 
 
 def test_when_the_homes_are_saturated_the_receiving_node_serves_the_rest(cluster):

@@ -4,7 +4,7 @@
 //! signature and the function's resource policy.
 
 use std::net::SocketAddr;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
@@ -20,6 +20,7 @@ use store::UrlConfigRecord;
 use super::invoke::run_sync;
 use super::request::MAX_INVOKE_READ;
 use crate::error::ApiError;
+use crate::forwarding::{ForwardedRequest, Routed, mark_served_in};
 use crate::state::{AppState, Resolved};
 
 fn plain(status: StatusCode, body: String) -> Response {
@@ -176,6 +177,12 @@ pub async fn serve_url(
     request: Request,
 ) -> Response {
     let received_at = SystemTime::now();
+    let started = Instant::now();
+    // A request another node forwarded carries the client's address, vouched for.
+    let source_ip = state
+        .forwarder
+        .vouched_source_ip(request.headers())
+        .unwrap_or(source_ip);
     let Some(url) = state.catalog.url(url_id) else {
         return ApiError::AccessDenied.into_response();
     };
@@ -229,7 +236,7 @@ pub async fn serve_url(
         query: parts.uri.query().map(str::to_owned),
         headers,
         body: body.clone(),
-        source_ip,
+        source_ip: source_ip.clone(),
         protocol: format!("{:?}", parts.version),
     };
     let Some(entry) = state.catalog.function(&url.account_id, &url.function_name) else {
@@ -242,6 +249,18 @@ pub async fn serve_url(
     // The version is drawn once: the payload's shape depends on its guest kind.
     let version = match state.version_for_invoke(&resolved) {
         Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let hop = ForwardedRequest {
+        method: &parts.method,
+        uri: &parts.uri,
+        headers: &parts.headers,
+        body: &body,
+        source_ip: Some(&source_ip),
+    };
+    let forwarded_here = match state.forwarder.route(state, &resolved, &version, hop).await {
+        Ok(Routed::There(answer)) => return answer,
+        Ok(Routed::Here { forwarded }) => forwarded,
         Err(e) => return e.into_response(),
     };
     // One id for the whole call: the event's requestContext, the invocation (and its
@@ -273,6 +292,11 @@ pub async fn serve_url(
         attempt: 1,
     };
     let result = run_sync(state, &resolved, &version, request).await;
+    if let Ok(init) = result.as_ref().map(|r| r.init_duration)
+        && let Some(init) = init
+    {
+        state.forwarder.cold_start(&resolved, init);
+    }
     let mut resp = match result {
         Err(ApiError::TooManyRequests { .. }) => plain(
             StatusCode::TOO_MANY_REQUESTS,
@@ -292,6 +316,9 @@ pub async fn serve_url(
     apply_cors(&url, origin.as_deref(), &mut resp);
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-amzn-RequestId", v);
+    }
+    if forwarded_here {
+        mark_served_in(&mut resp, started.elapsed());
     }
     resp
 }

@@ -135,6 +135,7 @@ pub async fn invoke(
                 uri: &uri,
                 headers: &headers,
                 body: &body,
+                source_ip: None,
             };
             let forwarded_here = match state.forwarder.route(&state, &r, &version, hop).await? {
                 Routed::There(answer) => return Ok(answer),

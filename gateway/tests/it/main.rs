@@ -97,6 +97,7 @@ impl Gateway {
                     format!("http://{HOST}"),
                     store::Membership::new(db),
                 )),
+                hop_key: [7; 32],
             },
         );
         Gateway {
