@@ -411,7 +411,12 @@ fn signature(
             .map(|v| v.to_str().map_err(|_| mismatch()))
             .collect::<Result<_, _>>()?;
         if values.is_empty() {
-            return Err(mismatch());
+            // HTTP/2 carries the host in the request's authority, not in a header.
+            match (*name, parts.uri.authority()) {
+                ("host", Some(authority)) => headers.push(("host", authority.to_string())),
+                _ => return Err(mismatch()),
+            }
+            continue;
         }
         headers.push((*name, values.join(",")));
     }
@@ -419,6 +424,7 @@ fn signature(
         .headers
         .get("host")
         .and_then(|h| h.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
         .ok_or_else(mismatch)?;
     let uri = format!(
         "http://{host}{}",

@@ -398,6 +398,14 @@ impl ForwardedRequest<'_> {
                 headers.append(name.clone(), value.clone());
             }
         }
+        // An HTTP/2 client names the host in the request's authority, not in a header; the
+        // signature covers it, so it must reach the serving node as the client gave it.
+        if !headers.contains_key(axum::http::header::HOST)
+            && let Some(authority) = self.uri.authority()
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            headers.insert(axum::http::header::HOST, host);
+        }
         let me = HeaderValue::from_str(me).map_err(|e| ForwardError::Address(e.to_string()))?;
         headers.insert(FORWARDED_BY, me);
         Ok(outgoing)

@@ -15,6 +15,7 @@ import http.client
 import json
 import math
 import re
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -29,6 +30,8 @@ from test_scheduler import outcome, parallel
 from conftest import (
     ACCOUNT,
     ROLE,
+    ROOT_KEY_ID,
+    ROOT_SECRET,
     signed,
     aws_lambda,
     code_sha256,
@@ -311,6 +314,23 @@ def test_a_node_that_is_not_home_forwards_and_answers_as_the_home_did(cluster):
     raw = signed("POST", f"{cluster.nodes[out].endpoint}/2015-03-31/functions/{name}/invocations", data=b"{}")
     assert raw.status_code == 200, raw.text
     assert not any(h.lower().startswith("x-lamina") for h in raw.headers), dict(raw.headers)
+    # An HTTP/2 client names the host in the request's authority, which its signature
+    # covers: the home checks the signature against it.
+    h2 = subprocess.run(
+        [
+            "curl", "-sS", "--http2-prior-knowledge", "--aws-sigv4", "aws:amz:us-east-1:lambda",
+            "--user", f"{ROOT_KEY_ID}:{ROOT_SECRET}", "-H", "content-type: application/json",
+            "-d", "{}", "-w", "\n%{http_version} %{http_code}",
+            f"{cluster.nodes[out].endpoint}/2015-03-31/functions/{name}/invocations",
+        ],
+        capture_output=True, text=True, timeout=30,
+    )
+    body, status = h2.stdout.rsplit("\n", 1)
+    assert status == "2 200", (h2.stdout, h2.stderr)
+    assert json.loads(body)["inits"] == 1, body
+    # The ten above, the raw request and this one.
+    assert decisions(cluster.nodes[out])["forwarded"] - before["forwarded"] == 12
+
     # A function error comes back as the home gave it.
     r = client.invoke(FunctionName=name, Payload=json.dumps({"trap": True}))
     assert (r["StatusCode"], r.get("FunctionError")) == (200, "Unhandled"), r

@@ -4,6 +4,7 @@ invoke, revoked keys, AWS_IAM function URLs, and a fresh node's first credential
 
 import configparser
 import datetime
+import json
 import os
 import re
 import stat
@@ -73,6 +74,30 @@ def test_wrong_secret_and_unknown_key(lamina):
         403,
         "The security token included in the request is invalid.",
     )
+
+
+def test_requests_signed_over_http2_are_checked_against_their_authority(lamina):
+    """HTTP/2 names the host in the request's authority, not in a Host header; a
+    signature covers it all the same."""
+
+    def list_over_h2(secret):
+        out = subprocess.run(
+            [
+                "curl", "-sS", "--http2-prior-knowledge", "--aws-sigv4", "aws:amz:us-east-1:lambda",
+                "--user", f"test:{secret}", "-w", "\n%{http_version} %{http_code}",
+                f"{lamina.endpoint}/2015-03-31/functions",
+            ],
+            capture_output=True, text=True, timeout=30,
+        )
+        body, status = out.stdout.rsplit("\n", 1)
+        return status, body
+
+    status, body = list_over_h2("test")
+    assert status == "2 200", body
+    assert "Functions" in json.loads(body)
+    status, body = list_over_h2("not-the-secret")
+    assert status == "2 403", body
+    assert json.loads(body)["message"].startswith("The request signature we calculated does not match")
 
 
 def test_a_signature_older_than_fifteen_minutes_is_refused(lamina):
