@@ -179,9 +179,9 @@ impl Forwarder {
     /// Decides where a synchronous invocation of `version` runs and, when elsewhere,
     /// sends it there. On a node that is its own cluster this costs one read of the
     /// routes and nothing else. A hop that fails before the request left this node is
-    /// served here instead; one that fails after is a ServiceException (500, which SDKs
-    /// retry), since the function may have run: this node never runs it a second time
-    /// on its own.
+    /// routed again without that home (to the other home, or here); one that fails
+    /// after is a ServiceException (500, which SDKs retry), since the function may have
+    /// run: this node never runs it a second time on its own.
     pub async fn route(
         &self,
         state: &AppState,
