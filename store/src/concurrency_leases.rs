@@ -128,7 +128,10 @@ impl ConcurrencyLeases {
         Ok(())
     }
 
-    /// Deletes the leases of incarnations that are not live; returns how many went.
+    /// Deletes the leases of incarnations that are not live, then the rows of limits
+    /// nobody holds a slot of (a deleted function's, an idle account's); returns how many
+    /// leases went. A limit's row only anchors the lock its takers queue on: the next
+    /// taker writes it again, so deleting one that a taker is about to use is harmless.
     pub async fn sweep_dead(&self) -> Result<u64, StoreError> {
         let live_since = now_ms() - DEAD_AFTER.as_millis() as i64;
         let done = sqlx::query(
@@ -137,6 +140,12 @@ impl ConcurrencyLeases {
               WHERE left_at_ms IS NULL AND heartbeat_at_ms > $1)",
         )
         .bind(live_since)
+        .execute(self.db.pool())
+        .await?;
+        sqlx::query(
+            "DELETE FROM concurrency_scopes WHERE scope NOT IN \
+             (SELECT scope FROM concurrency_leases)",
+        )
         .execute(self.db.pool())
         .await?;
         Ok(done.rows_affected())

@@ -7,6 +7,15 @@ use crate::backends;
 
 const SCOPE: &str = "reserved/000000000000/f";
 
+async fn scopes(db: &store::Db) -> i64 {
+    use sqlx::Row;
+    sqlx::query("SELECT COUNT(*) AS n FROM concurrency_scopes")
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+        .get::<i64, _>("n")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn slots_are_granted_within_the_limit_over_all_live_nodes() {
     for b in backends().await {
@@ -44,7 +53,10 @@ async fn slots_are_granted_within_the_limit_over_all_live_nodes() {
         assert_eq!(leases.sweep_dead().await.unwrap(), 1, "{}", b.name);
 
         leases.release_all("b-1").await.unwrap();
+        assert_eq!(scopes(&b.db).await, 1, "{}", b.name);
         assert_eq!(leases.sweep_dead().await.unwrap(), 0, "{}", b.name);
+        // Nobody holds a slot of the limit any more: its row goes too.
+        assert_eq!(scopes(&b.db).await, 0, "{}", b.name);
         let c = leases.acquire(SCOPE, "b-1", 4, 0, 4).await.unwrap();
         assert_eq!(c.held, 4, "{}", b.name);
         leases.hold(SCOPE, "b-1", 0).await.unwrap();
