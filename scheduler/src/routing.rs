@@ -10,13 +10,18 @@
 //! for a function serves it itself when it has an idle environment of it (a warm hit
 //! here beats any hop), when its measured cold start is cheaper than its measured
 //! forwarding overhead, or when every home is saturated or unreachable (spill-over);
-//! otherwise it forwards the request to the least loaded home. A forwarded request is
-//! always served where it lands, so a request makes at most one hop.
+//! otherwise it forwards the request to the first home, or to the other when that one is
+//! clearly less loaded. A forwarded request is always served where it lands, so a
+//! request makes at most one hop.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::placement::rank;
+
+/// How many more invocations in flight the first home of a function may have than the
+/// other before requests go to the other.
+const BALANCE_SLACK: u64 = 1;
 
 /// A live member as routing sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,18 +186,23 @@ impl Routes {
         {
             return Route::Local(LocalReason::ColdCheaper);
         }
-        let least_loaded = homes
+        let open: Vec<(u64, &Peer)> = homes
             .into_iter()
-            .enumerate()
-            .filter_map(|(position, p)| {
+            .filter_map(|p| {
                 let state = peer_state(&p.node_id);
                 let load = p.in_flight + state.outstanding;
-                (!state.unreachable && load < self.policy.spill_over_at)
-                    .then_some((load, position, p))
+                (!state.unreachable && load < self.policy.spill_over_at).then_some((load, p))
             })
-            .min_by_key(|(load, position, _)| (*load, *position));
-        match least_loaded {
-            Some((_, _, p)) => Route::Forward {
+            .collect();
+        // The first home in the ranking, unless another is less loaded by more than one
+        // invocation: a heartbeat's figure is up to a second old, and one invocation it
+        // happened to catch must not move a function's traffic off its warm home.
+        let least = open.iter().map(|(load, _)| *load).min();
+        let chosen = open
+            .iter()
+            .find(|(load, _)| least.is_some_and(|least| *load <= least + BALANCE_SLACK));
+        match chosen {
+            Some((_, p)) => Route::Forward {
                 node_id: p.node_id.clone(),
                 url: p.url.clone(),
             },
@@ -405,12 +415,20 @@ mod tests {
     }
 
     #[test]
-    fn an_outsider_forwards_to_the_least_loaded_home_unless_warm_here() {
+    fn an_outsider_forwards_to_the_first_home_unless_the_other_is_less_loaded() {
         let (outsider, homes) = outsider("a/f");
         let Route::Forward { node_id, .. } = outsider.route(&ask("a/f"), idle) else {
             panic!("not forwarded");
         };
         assert_eq!(node_id, homes[0], "ties go to the first in the ranking");
+        let one_more = |id: &str| PeerState {
+            outstanding: u64::from(id == homes[0]),
+            unreachable: false,
+        };
+        let Route::Forward { node_id, .. } = outsider.route(&ask("a/f"), one_more) else {
+            panic!("not forwarded");
+        };
+        assert_eq!(node_id, homes[0], "one invocation more is within the slack");
         let busy_first = |id: &str| PeerState {
             outstanding: if id == homes[0] { 5 } else { 0 },
             unreachable: false,
