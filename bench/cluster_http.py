@@ -21,7 +21,6 @@ Usage: .venv/bin/python bench/cluster_http.py [--duration 10s] [--connections 32
 """
 
 import argparse
-import hashlib
 import os
 import pathlib
 import platform
@@ -41,9 +40,8 @@ from botocore.auth import SigV4Auth  # noqa: E402
 from botocore.awsrequest import AWSRequest  # noqa: E402
 from botocore.credentials import Credentials  # noqa: E402
 
-from cluster import ClusterOf3, ready, wait_until  # noqa: E402
+from cluster import ClusterOf3, home_nodes, ready, wait_until  # noqa: E402
 from conftest import (  # noqa: E402
-    ACCOUNT,
     REGION,
     ROLE,
     ROOT_KEY_ID,
@@ -55,16 +53,6 @@ from conftest import (  # noqa: E402
 
 NODE_IDS = ["bench-node-1", "bench-node-2", "bench-node-3"]
 BODY = b'{"hello":"world"}'
-
-
-def homes(name, members, count=2):
-    """The function's home nodes among `members`, as routing ranks them."""
-    key = f"{ACCOUNT}/{name}".encode()
-
-    def weight(node_id):
-        return int.from_bytes(hashlib.sha256(key + b"\0" + node_id.encode()).digest()[:8], "big")
-
-    return sorted(members, key=weight, reverse=True)[:count]
 
 
 def wrk_script(endpoint, name, directory):
@@ -104,8 +92,8 @@ def main():
         sys.exit(f"PostgreSQL is needed: {why}")
     # Two functions: one homed on node 1 when all three are members, one homed elsewhere.
     candidates = [f"echo-{i}" for i in range(20)]
-    homed = next(n for n in candidates if NODE_IDS[0] in homes(n, NODE_IDS))
-    elsewhere = next(n for n in candidates if NODE_IDS[0] not in homes(n, NODE_IDS))
+    homed = next(n for n in candidates if NODE_IDS[0] in home_nodes(n, NODE_IDS))
+    elsewhere = next(n for n in candidates if NODE_IDS[0] not in home_nodes(n, NODE_IDS))
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores; binary {os.environ['LAMINA_BIN']}; "
         f"wrk -t1 -c{args.connections} -d{args.duration}"

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "tests" / "compat"))
 
 import requests  # noqa: E402
 
-from cluster import ClusterOf3, wait_until  # noqa: E402
+from cluster import ClusterOf3, routing_decisions, wait_until  # noqa: E402
 from conftest import ROLE, drop_postgres_database, postgres_database, wasm_zip  # noqa: E402
 
 
@@ -51,15 +51,6 @@ def scrape(node, metric):
         if m:
             total += float(m[2])
     return total
-
-
-def decisions(node):
-    counts = {}
-    for line in requests.get(f"{node.endpoint}/metrics", timeout=10).text.splitlines():
-        m = re.match(r'lamina_routing_decisions_total\{decision="(\w+)"\} (\S+)$', line)
-        if m and float(m[2]):
-            counts[m[1]] = counts.get(m[1], 0) + int(float(m[2]))
-    return counts
 
 
 def environments(node, prefix):
@@ -138,7 +129,9 @@ def run(routing, args, database_url, directory):
         invocations = sum(scrape(n, "lamina_invocations_total") for n in cluster.nodes)
         colds = sum(scrape(n, "lamina_cold_starts_total") for n in cluster.nodes)
         envs = [environments(n, prefix) for n in cluster.nodes]
-        routed = [decisions(n) for n in cluster.nodes]
+        routed = [
+            {k: v for k, v in routing_decisions(n.endpoint).items() if v} for n in cluster.nodes
+        ]
         return {
             "invocations": invocations,
             "colds": colds,

@@ -52,17 +52,13 @@ pub const UNREACHABLE_FOR: Duration = Duration::from_secs(2);
 /// A hop waits for the function's timeout and this much more before it gives up.
 const HOP_GRACE: Duration = Duration::from_secs(10);
 
+/// The decisions about a hop, beside the [`LocalReason`]s for serving here.
+const HOPS: [&str; 2] = ["forwarded", "forward_failed"];
+
 /// The values of `lamina_routing_decisions_total`'s `decision` label.
-const DECISIONS: &[&str] = &[
-    "alone",
-    "forwarded_here",
-    "home",
-    "warm_here",
-    "cold_cheaper",
-    "spill_over",
-    "forwarded",
-    "forward_failed",
-];
+fn decisions() -> impl Iterator<Item = &'static str> {
+    LocalReason::ALL.iter().map(|r| r.as_str()).chain(HOPS)
+}
 
 /// Headers that belong to one connection, never sent on.
 const HOP_BY_HOP: &[&str] = &[
@@ -91,7 +87,7 @@ pub struct Forwarder {
     routes: RwLock<Arc<Routes>>,
     peers: Mutex<HashMap<String, PeerBook>>,
     costs: Mutex<CostBook>,
-    /// The counter of each of [`DECISIONS`], looked up once.
+    /// The counter of each of [`decisions`], in its order, looked up once.
     counters: Vec<IntCounter>,
 }
 
@@ -146,9 +142,8 @@ impl Forwarder {
             hop_key,
             peers: Mutex::new(HashMap::new()),
             costs: Mutex::new(CostBook::default()),
-            counters: DECISIONS
-                .iter()
-                .map(|d| decisions.with_label_values(&[*d]))
+            counters: self::decisions()
+                .map(|d| decisions.with_label_values(&[d]))
                 .collect(),
         }
     }
@@ -248,7 +243,7 @@ impl Forwarder {
     }
 
     fn count(&self, decision: &'static str) {
-        if let Some(i) = DECISIONS.iter().position(|d| *d == decision) {
+        if let Some(i) = self::decisions().position(|d| d == decision) {
             self.counters[i].inc();
         }
     }

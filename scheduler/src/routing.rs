@@ -102,6 +102,15 @@ pub enum LocalReason {
 }
 
 impl LocalReason {
+    pub const ALL: [LocalReason; 6] = [
+        LocalReason::Alone,
+        LocalReason::Forwarded,
+        LocalReason::Home,
+        LocalReason::WarmHere,
+        LocalReason::ColdCheaper,
+        LocalReason::SpillOver,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             LocalReason::Alone => "alone",

@@ -11,10 +11,13 @@ Without HAProxy or PostgreSQL the cluster tests skip with a visible reason, exce
 CI=true, where that is a failure (as conftest treats a missing PostgreSQL).
 """
 
+import collections
 import csv
+import hashlib
 import io
 import os
 import pathlib
+import re
 import shutil
 import signal
 import socket
@@ -28,9 +31,31 @@ import pytest
 import requests
 from botocore.config import Config
 
-from conftest import REGION, ROOT_KEY_ID, ROOT_SECRET, Lamina, free_ports, signed
+from conftest import ACCOUNT, REGION, ROOT_KEY_ID, ROOT_SECRET, Lamina, free_ports, signed
 
 BACKEND = "lamina"
+
+
+def home_nodes(name, node_ids, count=2):
+    """The home nodes of function `name` among `node_ids`, best first, as routing ranks
+    them: by the SHA-256 of `account/name`, a zero byte and the node id (its first 8
+    bytes, big-endian), highest first."""
+    key = f"{ACCOUNT}/{name}".encode()
+
+    def weight(node_id):
+        return int.from_bytes(hashlib.sha256(key + b"\0" + node_id.encode()).digest()[:8], "big")
+
+    return sorted(node_ids, key=weight, reverse=True)[:count]
+
+
+def routing_decisions(endpoint):
+    """A node's routing decisions so far, by decision, from its /metrics."""
+    counts = collections.Counter()
+    for line in requests.get(f"{endpoint}/metrics", timeout=10).text.splitlines():
+        m = re.match(r'lamina_routing_decisions_total\{decision="(\w+)"\} (\S+)$', line)
+        if m:
+            counts[m[1]] += int(float(m[2]))
+    return counts
 
 
 def haproxy_binary():

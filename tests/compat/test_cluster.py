@@ -10,11 +10,9 @@ nodes bring it back to three live nodes, and every test starts by making sure it
 
 import base64
 import collections
-import hashlib
 import http.client
 import json
 import math
-import re
 import subprocess
 import threading
 import time
@@ -27,7 +25,7 @@ from botocore.config import Config
 import pytest
 import requests
 
-from cluster import ClusterOf3, haproxy_binary, require, wait_until
+from cluster import ClusterOf3, haproxy_binary, home_nodes, require, routing_decisions, wait_until
 from test_scheduler import outcome, parallel
 from conftest import (
     ACCOUNT,
@@ -234,17 +232,10 @@ def test_three_nodes_form_one_cluster_with_one_root_account(cluster):
     assert cluster.query("SELECT COUNT(*) FROM access_keys") == [(1,)]
 
 
-def homes(cluster, name, count=2):
-    """The indexes of `name`'s home nodes among the three, best first: the live members
-    ranked by the rendezvous weight of the function (SHA-256 of `account/name`, a zero
-    byte and the node id; its first 8 bytes, big-endian, highest first)."""
-    key = f"{ACCOUNT}/{name}".encode()
-
-    def weight(i):
-        digest = hashlib.sha256(key + b"\0" + cluster.node_ids[i].encode()).digest()
-        return int.from_bytes(digest[:8], "big")
-
-    return sorted(range(cluster.SIZE), key=weight, reverse=True)[:count]
+def homes(cluster, name):
+    """The indexes of `name`'s two home nodes among the three, best first."""
+    ranked = home_nodes(name, cluster.node_ids)
+    return [cluster.node_ids.index(node_id) for node_id in ranked]
 
 
 def outsider(cluster, name):
@@ -253,13 +244,7 @@ def outsider(cluster, name):
 
 
 def decisions(node):
-    """The node's routing decisions so far, by decision, from its /metrics."""
-    counts = collections.Counter()
-    for line in requests.get(f"{node.endpoint}/metrics", timeout=10).text.splitlines():
-        m = re.match(r'lamina_routing_decisions_total\{decision="(\w+)"\} (\S+)$', line)
-        if m:
-            counts[m[1]] += int(float(m[2]))
-    return counts
+    return routing_decisions(node.endpoint)
 
 
 def test_a_function_created_on_one_node_is_served_by_every_node_within_a_second(cluster):

@@ -150,7 +150,7 @@ def test_three_nodes_behind_a_load_balancer_serve_through_the_outage_and_catch_u
     HAProxy while every node's PostgreSQL connections are cut for 30 s. No invocation
     fails, requests keep being routed between the nodes, and every row reaches the
     database once it is back."""
-    from cluster import ClusterOf3, haproxy_binary, require
+    from cluster import ClusterOf3, haproxy_binary, require, routing_decisions
 
     if haproxy_binary() is None:
         require("HAProxy", "no haproxy on PATH or in /usr/sbin (apt-get install haproxy)")
@@ -222,12 +222,7 @@ def test_three_nodes_behind_a_load_balancer_serve_through_the_outage_and_catch_u
                 t.join(timeout=60)
         assert not failures, f"{len(failures)} invokes failed; first: {failures[:3]}"
         assert during > 0
-        forwarded = sum(
-            int(float(line.split()[-1]))
-            for node in cluster.nodes
-            for line in urllib.request.urlopen(f"{node.endpoint}/metrics", timeout=10).read().decode().splitlines()
-            if line.startswith('lamina_routing_decisions_total{decision="forwarded"}')
-        )
+        forwarded = sum(routing_decisions(node.endpoint)["forwarded"] for node in cluster.nodes)
         assert forwarded > 0, "no request went from one node to a home node"
 
         wanted = set(completed)
