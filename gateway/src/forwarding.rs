@@ -162,13 +162,31 @@ impl Forwarder {
             .clone()
     }
 
-    fn peer_state(&self, node_id: &str, now: Instant) -> PeerState {
-        lock(&self.peers)
-            .get(node_id)
-            .map_or_else(PeerState::default, |p| PeerState {
-                outstanding: p.outstanding,
-                unreachable: p.unreachable_until.is_some_and(|until| now < until),
-            })
+    /// Decides where `ask` goes and, when it is a hop, counts it outstanding at its peer
+    /// under the same lock, so requests deciding at once never all see the same free room
+    /// at a home and overfill it.
+    fn decide(&self, routes: &Routes, ask: &Ask<'_>) -> (Route, Option<Outstanding<'_>>) {
+        let now = Instant::now();
+        let mut peers = lock(&self.peers);
+        let route = routes.route(ask, |node_id| {
+            peers
+                .get(node_id)
+                .map_or_else(PeerState::default, |p| PeerState {
+                    outstanding: p.outstanding,
+                    unreachable: p.unreachable_until.is_some_and(|until| now < until),
+                })
+        });
+        let outstanding = match &route {
+            Route::Forward { node_id, .. } => {
+                peers.entry(node_id.clone()).or_default().outstanding += 1;
+                Some(Outstanding {
+                    forwarder: self,
+                    node_id: node_id.clone(),
+                })
+            }
+            Route::Local(_) => None,
+        };
+        (route, outstanding)
     }
 
     /// Decides where a synchronous invocation of `version` runs and, when elsewhere,
@@ -206,18 +224,19 @@ impl Forwarder {
                 forward_cost,
                 cold_cost,
             };
-            let now = Instant::now();
-            let (node_id, url) = match routes.route(&ask, |node_id| self.peer_state(node_id, now)) {
-                Route::Local(reason) => {
+            let (node_id, url, outstanding) = match self.decide(&routes, &ask) {
+                (Route::Local(reason), _) => {
                     self.count(reason.as_str());
                     return Ok(Routed::Here {
                         forwarded: reason == LocalReason::Forwarded,
                     });
                 }
-                Route::Forward { node_id, url } => (node_id, url),
+                (Route::Forward { node_id, url }, outstanding) => (node_id, url, outstanding),
             };
             let timeout = state.catalog.spec(&r.entry, version).timeout;
-            match self.forward(&node_id, &url, timeout, request).await {
+            let forwarded = self.forward(&node_id, &url, timeout, request).await;
+            drop(outstanding);
+            match forwarded {
                 Ok(response) => {
                     self.count("forwarded");
                     return Ok(Routed::There(response));
@@ -265,7 +284,6 @@ impl Forwarder {
                 headers.insert(name, value);
             }
         }
-        let _outstanding = Outstanding::start(self, node_id);
         let started = Instant::now();
         let sent = tokio::time::timeout(timeout + HOP_GRACE, self.client.request(outgoing)).await;
         let answer = match sent {
@@ -327,26 +345,16 @@ fn function_of(r: &Resolved) -> String {
     format!("{}/{}", r.entry.account_id, r.entry.name)
 }
 
-/// Counts a request as outstanding at a peer until its answer's head arrives or the hop
-/// is abandoned.
+/// Counts a request as outstanding at a peer, from the decision to send it there until
+/// its answer's head arrives or the hop is abandoned.
 struct Outstanding<'a> {
     forwarder: &'a Forwarder,
-    node_id: &'a str,
-}
-
-impl<'a> Outstanding<'a> {
-    fn start(forwarder: &'a Forwarder, node_id: &'a str) -> Self {
-        lock(&forwarder.peers)
-            .entry(node_id.to_owned())
-            .or_default()
-            .outstanding += 1;
-        Outstanding { forwarder, node_id }
-    }
+    node_id: String,
 }
 
 impl Drop for Outstanding<'_> {
     fn drop(&mut self) {
-        if let Some(p) = lock(&self.forwarder.peers).get_mut(self.node_id) {
+        if let Some(p) = lock(&self.forwarder.peers).get_mut(&self.node_id) {
             p.outstanding = p.outstanding.saturating_sub(1);
         }
     }

@@ -372,6 +372,13 @@ impl Core {
         })
     }
 
+    /// The membership counts `live_nodes` nodes in the cluster.
+    pub fn set_live_nodes(&mut self, live_nodes: u32) {
+        if let Some(s) = &mut self.slots {
+            s.set_live_nodes(live_nodes);
+        }
+    }
+
     /// The cluster answered a [`SlotAsk`]; true when the node now has room for one more.
     pub fn slots_granted(&mut self, scope: &Scope, grant: Granted) -> bool {
         let busy = self.scope_busy(scope);

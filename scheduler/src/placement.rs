@@ -25,6 +25,12 @@ impl Placement {
         Placement { me, members }
     }
 
+    /// How many live members the membership counts (none on a node that is its own
+    /// cluster).
+    pub fn members(&self) -> usize {
+        self.members.len()
+    }
+
     /// This node's share of `total` provisioned environments of the version `key`.
     /// A node that does not see itself among the members (alone, or not yet joined)
     /// takes the whole total: provisioned concurrency is never dropped for want of a

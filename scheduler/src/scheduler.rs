@@ -546,6 +546,10 @@ impl Scheduler {
             }
             *current = placement;
         }
+        let members = lock(&self.inner.placement).members();
+        if members > 0 {
+            lock(&self.inner.core).set_live_nodes(members as u32);
+        }
         let totals: Vec<(PoolId, u32)> = lock(&self.inner.provisioned)
             .iter()
             .map(|(pool, total)| (*pool, *total))

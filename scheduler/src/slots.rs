@@ -87,6 +87,13 @@ impl SlotHoldings {
         }
     }
 
+    /// The live nodes as the membership last read them. A node that has not had an
+    /// answer from the database yet splits a limit over them, not over itself alone, if
+    /// the database is away when it first needs slots.
+    pub fn set_live_nodes(&mut self, live_nodes: u32) {
+        self.live_nodes = live_nodes.max(1);
+    }
+
     /// Whether one more invocation of `scope` fits in what the node holds.
     pub fn has_room(&self, scope: &Scope, busy: u32) -> bool {
         self.holdings.get(scope).is_some_and(|h| busy < h.slots)
@@ -179,6 +186,19 @@ mod tests {
             free,
             live_nodes,
         }
+    }
+
+    #[test]
+    fn a_node_without_an_answer_yet_splits_a_limit_over_the_members_it_knows() {
+        let mut h = SlotHoldings::new();
+        h.set_live_nodes(3);
+        assert!(
+            !h.unreachable(&reserved(), 0, 1),
+            "a third of one slot is none"
+        );
+        assert_eq!(h.held(&reserved()), 0);
+        assert!(h.unreachable(&reserved(), 0, 6));
+        assert_eq!(h.held(&reserved()), 2);
     }
 
     #[test]

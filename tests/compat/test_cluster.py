@@ -145,6 +145,15 @@ def present_everywhere(cluster, name):
     )
 
 
+def reserved_everywhere(cluster, name, reserved):
+    """Waits until every node holds `name` to `reserved` concurrency."""
+    propagation(
+        {cluster.names[i]: cluster.client(i) for i in range(cluster.SIZE)},
+        lambda c: c.get_function_concurrency(FunctionName=name).get("ReservedConcurrentExecutions") == reserved,
+        time.monotonic(),
+    )
+
+
 def p99(samples):
     """The nearest-rank 99th percentile."""
     ordered = sorted(samples)
@@ -703,11 +712,7 @@ def test_reserved_concurrency_bounds_the_invocations_of_all_nodes_together(clust
     create(client, "sleep", name)
     present_everywhere(cluster, name)
     client.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=2)
-    propagation(
-        {cluster.names[i]: cluster.client(i) for i in range(cluster.SIZE)},
-        lambda c: c.get_function_concurrency(FunctionName=name).get("ReservedConcurrentExecutions") == 2,
-        time.monotonic(),
-    )
+    reserved_everywhere(cluster, name, 2)
     results = spread(cluster, name, {"ms": 3000}, per_node=4)
     outcomes = collections.Counter(o for _, o in results)
     assert outcomes == {"ok": 2, "ReservedFunctionConcurrentInvocationLimitExceeded": 10}, results
@@ -755,7 +760,8 @@ def test_the_slots_of_a_killed_node_are_free_once_it_is_dead(cluster):
     client = cluster.client(0)
     create(client, "sleep", name)
     client.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
-    present_everywhere(cluster, name)
+    # The function's creation can reach a node before its limit does.
+    reserved_everywhere(cluster, name, 1)
     scope = f"reserved/{ACCOUNT}/{name}"
     # Sent to one of the function's homes, so that node runs it; the other node that is
     # left, not a home, forwards to the surviving home when asked.
