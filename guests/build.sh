@@ -24,7 +24,8 @@ rust_fixtures=(hello echo counter sleep spin compute memory-hog faults log-flood
 rustup target list --installed 2>/dev/null | grep -q '^wasm32-wasip2$' \
     || rustup target add wasm32-wasip2 >&2
 
-# Built-in runtimes: the `onnx` runtime serves Runtime onnx functions.
+# Built-in runtimes: the `onnx` runtime serves Runtime onnx functions, the `python`
+# runtime (CPython made a component by componentize-py) serves Runtime python3.14.
 install_runtimes() {
     mkdir -p "$runtimes"
     local src=$release/runtime_onnx.wasm
@@ -36,6 +37,27 @@ install_runtimes() {
         cp "$src" "$runtimes/onnx.wasm.tmp"
         mv "$runtimes/onnx.wasm.tmp" "$runtimes/onnx.wasm"
     fi
+    build_python_runtime
+}
+
+# componentize-py's version fixes the CPython inside the runtime (0.25.1: CPython 3.14).
+componentize_py_version=0.25.1
+build_python_runtime() {
+    local tools=${CARGO_TARGET_DIR:-$root/target}/componentize-py-$componentize_py_version
+    local src=$root/runtimes/python dst=$runtimes/python.wasm stamp
+    # Rebuilt only when its sources, the handler world or the tool change.
+    stamp=$(cat "$src"/*.py "$root"/../wit/*.wit "$root/build.sh" | sha256sum | cut -d' ' -f1)
+    if [[ -f $dst && $(cat "$dst.inputs" 2>/dev/null) == "$stamp" ]]; then
+        return
+    fi
+    if [[ ! -x $tools/bin/componentize-py ]]; then
+        python3 -m venv "$tools"
+        "$tools/bin/pip" install -q "componentize-py==$componentize_py_version"
+    fi
+    (cd "$src" && PYTHONDONTWRITEBYTECODE=1 "$tools/bin/componentize-py" \
+        -d "$root/../wit" -w python-runtime componentize lamina_runtime -o "$dst.tmp" >/dev/null)
+    mv "$dst.tmp" "$dst"
+    echo "$stamp" > "$dst.inputs"
 }
 
 # Prints the binary format version: components and core modules share the magic
@@ -51,7 +73,7 @@ wasm_kind() {
 if $runtimes_only; then
     cargo build --release --locked --quiet -p runtime-onnx
     install_runtimes
-    echo "guests: runtime onnx in ${runtimes#"$root"/} ($(($(stat -c %s "$runtimes/onnx.wasm") / 1024)) KiB)"
+    echo "guests: runtimes onnx and python in ${runtimes#"$root"/} ($(($(stat -c %s "$runtimes/onnx.wasm") / 1024)) KiB, $(($(stat -c %s "$runtimes/python.wasm") / 1024)) KiB)"
     exit 0
 fi
 
@@ -133,4 +155,4 @@ install_fixture example-top-class "$release/example_top_class.wasm" component
 
 install_runtimes
 
-echo "guests: $((components + cores)) fixtures in ${out#"$root"/} ($components components, $cores core module), $((bytes / 1024)) KiB; runtime onnx in ${runtimes#"$root"/} ($(($(stat -c %s "$runtimes/onnx.wasm") / 1024)) KiB)"
+echo "guests: $((components + cores)) fixtures in ${out#"$root"/} ($components components, $cores core module), $((bytes / 1024)) KiB; runtimes onnx and python in ${runtimes#"$root"/} ($(($(stat -c %s "$runtimes/onnx.wasm") / 1024)) KiB, $(($(stat -c %s "$runtimes/python.wasm") / 1024)) KiB)"

@@ -93,6 +93,14 @@ pub fn ephemeral_storage(mb: u32) -> Result<u32, ApiError> {
 }
 
 pub fn runtime(value: &str) -> Result<protocol::Runtime, ApiError> {
+    if value.starts_with("python") && protocol::Runtime::parse(value).is_none() {
+        // Lambda's wording for a runtime it no longer takes, naming the one it does.
+        return Err(ApiError::InvalidParameterValue(format!(
+            "The runtime parameter of {} is not supported by Lamina, which runs Python handlers on {python}. We recommend you use the new runtime ({python}) while creating or updating functions.",
+            protocol::names::echo(value),
+            python = protocol::Runtime::Python314.as_str(),
+        )));
+    }
     protocol::Runtime::parse(value).ok_or_else(|| {
         ApiError::InvalidParameterValue(format!(
             "Value {} at 'runtime' failed to satisfy constraint: Member must satisfy enum value set: [{}] or be a valid ARN",
@@ -244,11 +252,21 @@ mod tests {
         );
         assert!(memory(10241).is_err());
         assert!(timeout(0).is_err() && timeout(901).is_err() && timeout(900).is_ok());
-        let e = runtime("python3.12").unwrap_err();
+        let e = runtime("nodejs22.x").unwrap_err();
         assert_eq!(e.error_type(), "InvalidParameterValueException");
         assert_eq!(
             e.to_string(),
-            "Value python3.12 at 'runtime' failed to satisfy constraint: Member must satisfy enum value set: [wasm, onnx] or be a valid ARN"
+            "Value nodejs22.x at 'runtime' failed to satisfy constraint: Member must satisfy enum value set: [wasm, onnx, python3.14] or be a valid ARN"
+        );
+        let e = runtime("python3.12").unwrap_err();
+        assert_eq!(e.error_type(), "InvalidParameterValueException");
+        assert!(
+            e.to_string()
+                .starts_with("The runtime parameter of python3.12 is not supported by Lamina")
+        );
+        assert_eq!(
+            runtime("python3.14").ok(),
+            Some(protocol::Runtime::Python314)
         );
         assert!(role("arn:aws:iam::123456789012:role/r").is_ok());
         assert!(role("nope").is_err());

@@ -65,7 +65,7 @@ pub fn check_bare(
         }
         Runtime::Onnx => Ok(()),
         Runtime::Wasm if head.starts_with(b"\0asm") => Ok(()),
-        Runtime::Wasm => Err(PackageError::Invalid(UNZIP_FAILED.into())),
+        Runtime::Wasm | Runtime::Python314 => Err(PackageError::Invalid(UNZIP_FAILED.into())),
     }
 }
 
@@ -76,6 +76,8 @@ pub fn check_bare_handler(runtime: Runtime, handler: &str) -> Result<(), Package
     let suffix = match runtime {
         Runtime::Onnx => ".onnx",
         Runtime::Wasm => ".wasm",
+        // Never reached: a Python package is always a zip (check_bare).
+        Runtime::Python314 => return Err(PackageError::Invalid(UNZIP_FAILED.into())),
     };
     if handler.to_ascii_lowercase().ends_with(suffix) {
         Ok(())
@@ -96,6 +98,47 @@ pub fn refuse_pickle_content(
         return Err(pickle_refused(handler));
     }
     Ok(())
+}
+
+/// Suffixes of compiled extension modules, which a Python runtime built for WebAssembly
+/// cannot load.
+const NATIVE_EXTENSION_SUFFIXES: &[&str] = &[".so", ".pyd", ".dylib"];
+
+/// Refuses a Python package that carries a compiled extension module (numpy's, say),
+/// naming the first one found, since its import would only fail at INIT.
+pub fn refuse_native_extensions(runtime: Runtime, root: &Path) -> Result<(), PackageError> {
+    if runtime != Runtime::Python314 {
+        return Ok(());
+    }
+    match first_native_extension(root, root)? {
+        None => Ok(()),
+        Some(file) => Err(PackageError::Invalid(format!(
+            "The deployment package contains a native extension module, which cannot load in Lamina's \
+             WebAssembly Python runtime: {file}. Use pure-Python packages; for a model, export it to \
+             ONNX and deploy it with Runtime onnx, which runs it natively on the host."
+        ))),
+    }
+}
+
+fn first_native_extension(root: &Path, dir: &Path) -> std::io::Result<Option<String>> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            if let Some(found) = first_native_extension(root, &path)? {
+                return Ok(Some(found));
+            }
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().to_ascii_lowercase();
+        let is_versioned_so = name.contains(".so.");
+        if is_versioned_so || NATIVE_EXTENSION_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+            let relative = path.strip_prefix(root).unwrap_or(&path);
+            return Ok(Some(relative.to_string_lossy().into_owned()));
+        }
+    }
+    Ok(None)
 }
 
 fn is_pickle_name(name: &str) -> bool {
@@ -273,6 +316,28 @@ mod tests {
 
     fn unpack(bytes: &[u8], dest: &Path) -> Result<u64, PackageError> {
         unpack_zip(Cursor::new(bytes), dest, &PackageLimits::default())
+    }
+
+    #[test]
+    fn a_python_package_with_a_compiled_extension_is_refused_by_the_file() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("numpy/core");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(root.path().join("app.py"), b"").unwrap();
+        std::fs::write(
+            dir.join("_multiarray_umath.cpython-314-x86_64-linux-gnu.so"),
+            b"",
+        )
+        .unwrap();
+        let err = refuse_native_extensions(Runtime::Python314, root.path()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("numpy/core/_multiarray_umath.cpython-314-x86_64-linux-gnu.so"),
+            "{err}"
+        );
+        assert!(refuse_native_extensions(Runtime::Wasm, root.path()).is_ok());
+        std::fs::remove_dir_all(root.path().join("numpy")).unwrap();
+        assert!(refuse_native_extensions(Runtime::Python314, root.path()).is_ok());
     }
 
     #[test]

@@ -237,6 +237,12 @@ impl Packages {
         }
         let digest = hex::encode(sha);
         let unzipped_bytes = self.lay_out(&digest, &object.0, shape, handler).await?;
+        if runtime == Runtime::Python314 {
+            let root = self.root(&digest);
+            tokio::task::spawn_blocking(move || intake::refuse_native_extensions(runtime, &root))
+                .await
+                .map_err(|e| PackageError::platform("checking the package's files", e))??;
+        }
         if let Ok(handler_file) = intake::safe_entry_path(handler) {
             let path = self.root(&digest).join(handler_file);
             if path.is_file() {

@@ -181,6 +181,16 @@ pub struct FunctionError {
     pub error_type: String,
     #[serde(rename = "errorMessage")]
     pub error_message: String,
+    /// What Lambda's language runtimes add (Python's, for one): the invocation's id
+    /// (empty for a failed INIT) and the frames of the user's code, innermost last.
+    #[serde(rename = "requestId", default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(
+        rename = "stackTrace",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub stack_trace: Option<Vec<String>>,
 }
 
 impl FunctionError {
@@ -188,6 +198,23 @@ impl FunctionError {
         FunctionError {
             error_type: error_type.into(),
             error_message: error_message.into(),
+            request_id: None,
+            stack_trace: None,
+        }
+    }
+
+    /// An error as a language runtime reports it: with the invocation's id (empty for
+    /// INIT) and the user's stack.
+    pub fn with_stack_trace(
+        error_type: impl Into<String>,
+        error_message: impl Into<String>,
+        request_id: &str,
+        stack_trace: Vec<String>,
+    ) -> Self {
+        FunctionError {
+            stack_trace: Some(stack_trace),
+            request_id: Some(request_id.to_owned()),
+            ..Self::new(error_type, error_message)
         }
     }
 
@@ -228,7 +255,7 @@ impl FunctionError {
 
     /// The JSON body a caller receives with `X-Amz-Function-Error: Unhandled`.
     pub fn to_payload(&self) -> Bytes {
-        // Serialising two strings cannot fail.
+        // Serialising strings cannot fail.
         Bytes::from(serde_json::to_vec(self).unwrap_or_default())
     }
 }

@@ -15,23 +15,29 @@ pub enum Runtime {
     /// The built-in model runtime; `Handler` is the ONNX model's path inside the zip.
     #[serde(rename = "onnx")]
     Onnx,
+    /// The built-in Python runtime (CPython 3.14); `Handler` is `module.function`, as
+    /// on Lambda.
+    #[serde(rename = "python3.14")]
+    Python314,
 }
 
 impl Runtime {
-    pub const SUPPORTED: &'static [&'static str] = &["wasm", "onnx"];
+    pub const SUPPORTED: &'static [&'static str] = &["wasm", "onnx", "python3.14"];
 
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "wasm" => Some(Runtime::Wasm),
             "onnx" => Some(Runtime::Onnx),
+            "python3.14" => Some(Runtime::Python314),
             _ => None,
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Runtime::Wasm => "wasm",
             Runtime::Onnx => "onnx",
+            Runtime::Python314 => "python3.14",
         }
     }
 
@@ -40,6 +46,22 @@ impl Runtime {
         match self {
             Runtime::Wasm => "function.wasm",
             Runtime::Onnx => "model.onnx",
+            Runtime::Python314 => "lambda_function.lambda_handler",
+        }
+    }
+
+    /// Whether Lamina's own runtime guest runs the function's code (which then is not
+    /// WebAssembly itself).
+    pub fn is_builtin(self) -> bool {
+        self != Runtime::Wasm
+    }
+
+    /// The file name of the built-in runtime guest in the runtimes directory.
+    pub fn builtin_guest(self) -> Option<&'static str> {
+        match self {
+            Runtime::Wasm => None,
+            Runtime::Onnx => Some("onnx.wasm"),
+            Runtime::Python314 => Some("python.wasm"),
         }
     }
 }

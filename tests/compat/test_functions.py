@@ -592,10 +592,10 @@ def test_function_name_validation(client, unvalidated, make_function):
         ),
         (
             "Runtime",
-            "python3.12",
+            "nodejs22.x",
             "InvalidParameterValueException",
-            "Value python3.12 at 'runtime' failed to satisfy constraint: Member must satisfy "
-            "enum value set: [wasm, onnx] or be a valid ARN",
+            "Value nodejs22.x at 'runtime' failed to satisfy constraint: Member must satisfy "
+            "enum value set: [wasm, onnx, python3.14] or be a valid ARN",
         ),
         (
             "Role",
@@ -638,7 +638,7 @@ def test_update_configuration_validation(unvalidated, make_function):
         400,
         lambda: unvalidated.update_function_configuration(FunctionName=name, Runtime="nodejs20.x"),
         "Value nodejs20.x at 'runtime' failed to satisfy constraint: Member must satisfy enum "
-        "value set: [wasm, onnx] or be a valid ARN",
+        "value set: [wasm, onnx, python3.14] or be a valid ARN",
     )
     config = unvalidated.get_function_configuration(FunctionName=name)
     assert (config["MemorySize"], config["Runtime"]) == (128, "wasm")

@@ -89,7 +89,7 @@ def test_what_cannot_be_deployed_is_said_plainly(lamina, tmp_path):
     notes.write_text("hello")
     done = deploy(lamina, str(notes), "--name", "x")
     assert done.returncode == 64
-    assert "is not a .onnx model, a .wasm function or a .zip package" in done.stderr
+    assert "is not a .onnx model, a .wasm function, a .py handler, a folder of Python code or a .zip package" in done.stderr
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not a model")
     done = deploy(lamina, str(broken), "--name", unique("broken"))

@@ -115,9 +115,7 @@ impl WorkerConfig {
 impl WorkerConfig {
     /// The built-in runtime guest of `runtime`, if the runtimes directory is set.
     pub fn runtime_path(&self, runtime: protocol::Runtime) -> Option<PathBuf> {
-        match runtime {
-            protocol::Runtime::Wasm => None,
-            protocol::Runtime::Onnx => self.runtimes_dir.as_ref().map(|d| d.join("onnx.wasm")),
-        }
+        let guest = runtime.builtin_guest()?;
+        self.runtimes_dir.as_ref().map(|d| d.join(guest))
     }
 }

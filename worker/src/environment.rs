@@ -25,7 +25,7 @@ use crate::bindings::Function;
 use crate::bindings::exports::lamina::function::handler::Context as GuestContext;
 use crate::capture::Capture;
 use crate::code::{Compiled, Prepared};
-use crate::failure::{Failure, classify};
+use crate::failure::{Failure, classify, guest_error};
 use crate::host::{self, Guarded, GuestIo, GuestLimiter, GuestModels, HostState, guarded_store};
 use crate::models::{ModelRef, ModelTable};
 
@@ -251,7 +251,12 @@ impl Environment {
                 match settled {
                     Ok((bindings, Ok(()))) => (Instance::Handler { store, bindings }, None, peak),
                     Ok((_, Err(guest))) => {
-                        let error = FunctionError::new(guest.error_type, guest.error_message);
+                        let error = guest_error(
+                            self.spec.code.runtime,
+                            guest.error_type,
+                            guest.error_message,
+                            "",
+                        );
                         (Instance::Uninitialised, Some(Failure::Guest(error)), peak)
                     }
                     Err(f) => (Instance::Uninitialised, Some(f), peak),
@@ -340,9 +345,16 @@ impl Environment {
                         Err(Failure::ResponseTooLarge)
                     }
                     Ok(Ok(bytes)) => Ok(Response::Event(Bytes::from(bytes))),
-                    Ok(Err(guest)) => Err(Failure::Guest(FunctionError::new(
+                    // A guest that reports an error after the host refused it memory (an
+                    // interpreter's MemoryError) ran out of it, as Lambda counts it.
+                    Ok(Err(_)) if store.data_mut().limiter().refused.memory => {
+                        Err(Failure::OutOfMemory)
+                    }
+                    Ok(Err(guest)) => Err(Failure::Guest(guest_error(
+                        self.spec.code.runtime,
                         guest.error_type,
                         guest.error_message,
+                        &input.request_id,
                     ))),
                     Err(f) => Err(f),
                 };

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use protocol::{FunctionError, MAX_RESPONSE_PAYLOAD, Outcome};
+use protocol::{FunctionError, MAX_RESPONSE_PAYLOAD, Outcome, Runtime};
 use wasmtime::component::ResourceTableError;
 
 /// A failure during INIT or an invocation, before it is rendered for a request id.
@@ -55,6 +55,35 @@ impl Failure {
             ),
         }
     }
+}
+
+/// The error a handler guest returned from INIT (`request_id` empty, as Lambda reports
+/// it) or from an invocation. Lamina's Python runtime reports the rest of Lambda's error
+/// body (the message and the user's stack) as JSON in `error-message`; any other guest's
+/// message is its own words.
+pub(crate) fn guest_error(
+    runtime: Runtime,
+    error_type: String,
+    error_message: String,
+    request_id: &str,
+) -> FunctionError {
+    if runtime == Runtime::Python314
+        && let Ok(serde_json::Value::Object(report)) = serde_json::from_str(&error_message)
+        && let Some(message) = report.get("errorMessage").and_then(|m| m.as_str())
+    {
+        let stack_trace = report
+            .get("stackTrace")
+            .and_then(|s| s.as_array())
+            .map(|frames| {
+                frames
+                    .iter()
+                    .filter_map(|f| f.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        return FunctionError::with_stack_trace(error_type, message, request_id, stack_trace);
+    }
+    FunctionError::new(error_type, error_message)
 }
 
 /// What a store's limiter refused the guest during a call. A refusal is the guest asking
@@ -321,6 +350,29 @@ mod tests {
             Failure::Platform(String::new()).outcome(),
             Outcome::PlatformError
         );
+    }
+
+    #[test]
+    fn the_python_runtimes_reports_become_lambdas_error_bodies() {
+        let report = r#"{"errorMessage": "bad x", "stackTrace": ["  File \"/var/task/f.py\", line 2, in h\n"]}"#;
+        let e = guest_error(
+            Runtime::Python314,
+            "ValueError".into(),
+            report.into(),
+            "rid-1",
+        );
+        assert_eq!(
+            serde_json::to_value(&e).unwrap_or_default(),
+            serde_json::json!({
+                "errorType": "ValueError",
+                "errorMessage": "bad x",
+                "requestId": "rid-1",
+                "stackTrace": ["  File \"/var/task/f.py\", line 2, in h\n"],
+            })
+        );
+        // Any other guest's message is its own words, JSON or not.
+        let e = guest_error(Runtime::Wasm, "MyError".into(), report.into(), "rid-1");
+        assert_eq!((e.error_message.as_str(), e.request_id), (report, None));
     }
 
     #[test]

@@ -173,7 +173,7 @@ impl Worker {
             })?;
         let prepared = match code.runtime {
             Runtime::Wasm => self.code.prepare(code).await?,
-            Runtime::Onnx => {
+            Runtime::Onnx | Runtime::Python314 => {
                 let path = self
                     .shared
                     .config
@@ -300,7 +300,7 @@ impl ExecutionBackend for Worker {
             self.check_model_runtime(code, &prepared, &models).await?;
         }
         let kind = match code.runtime {
-            Runtime::Wasm => prepared.kind,
+            Runtime::Wasm | Runtime::Python314 => prepared.kind,
             Runtime::Onnx => GuestKind::Model,
         };
         Ok(PreparedCode {

@@ -215,7 +215,9 @@ impl ModelCache {
                     .map_err(|e| ModelLoadError::BadHandler(e.to_string()))?;
                 vec![code.handler.clone()]
             }
-            Runtime::Wasm => {
+            // A package's `.onnx` files, which its code runs through wasi-nn (the
+            // Python runtime's `lamina` module does).
+            Runtime::Wasm | Runtime::Python314 => {
                 let root = code.root.clone();
                 let max = self.config.max_models_per_package;
                 tokio::task::spawn_blocking(move || find_models(&root, max))

@@ -21,15 +21,17 @@ use crate::remote::{Remote, RemoteError, query_value};
 
 #[derive(Debug, Clone, Args)]
 pub struct DeployArgs {
-    /// What to deploy: model.onnx (Runtime onnx), a .wasm (Runtime wasm), a .zip
-    /// package (its runtime read from what it holds), or s3://bucket/key, an object on
-    /// the node's S3 endpoint that the node copies (a bare .onnx or .wasm, or a zip with
-    /// --runtime).
+    /// What to deploy: model.onnx (Runtime onnx), a .wasm (Runtime wasm), a Python
+    /// handler file or a folder of Python code (Runtime python3.14), a .zip package (its
+    /// runtime read from what it holds), or s3://bucket/key, an object on the node's S3
+    /// endpoint that the node copies (a bare .onnx or .wasm, or a zip with --runtime).
     pub path: PathBuf,
     /// The runtime of an S3 object whose name does not tell (onnx or wasm).
     #[arg(long)]
     pub runtime: Option<String>,
-    /// The handler of an S3 object: the path of the model or Wasm file in the package.
+    /// The handler: for Python, `module.function` (default: lambda_function.lambda_handler,
+    /// or `<file>.lambda_handler` for a single file); for an S3 object, the path of the
+    /// model or Wasm file in the package.
     #[arg(long)]
     pub handler: Option<String>,
     /// The function's name; an existing function gets the new code.
@@ -93,7 +95,7 @@ const POLL: Duration = Duration::from_millis(250);
 pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
     let package = match args.path.to_str().and_then(|p| p.strip_prefix("s3://")) {
         Some(location) => from_s3(location, args.runtime.as_deref(), args.handler.as_deref())?,
-        None => package(&args.path)?,
+        None => package(&args.path, args.handler.as_deref())?,
     };
     let remote = Remote::new(&args.remote.endpoint, &args.remote.region)?;
     let name = query_value(&args.name);
@@ -240,7 +242,10 @@ fn human_bytes(n: u64) -> String {
 }
 
 /// Zips `path` the way its kind is deployed.
-fn package(path: &Path) -> anyhow::Result<Package> {
+fn package(path: &Path, handler: Option<&str>) -> anyhow::Result<Package> {
+    if path.is_dir() {
+        return python_folder(path, handler);
+    }
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let file_name = path
         .file_name()
@@ -266,10 +271,99 @@ fn package(path: &Path) -> anyhow::Result<Package> {
             handler: "function.wasm".to_owned(),
             example_features: None,
         }),
-        Some("zip") => from_zip(bytes),
+        Some("py") => Ok(Package {
+            handler: python_handler(&[file_name.to_owned()], handler)?,
+            code: Code::Zip(zip_files(&[(file_name.to_owned(), bytes)])?),
+            runtime: PYTHON,
+            example_features: None,
+        }),
+        Some("zip") => from_zip(bytes, handler),
         _ => Err(UsageError(format!(
-            "{} is not a .onnx model, a .wasm function or a .zip package",
+            "{} is not a .onnx model, a .wasm function, a .py handler, a folder of Python code or a .zip package",
             path.display()
+        ))
+        .into()),
+    }
+}
+
+const PYTHON: &str = protocol::Runtime::Python314.as_str();
+
+/// Folders a Python package never needs: caches, virtual environments, version control.
+const SKIPPED_FOLDERS: &[&str] = &[
+    "__pycache__",
+    ".git",
+    ".venv",
+    "venv",
+    ".mypy_cache",
+    ".pytest_cache",
+];
+
+/// A folder of Python code, zipped with its layout kept (the handler's file at the root,
+/// vendored packages beside it).
+fn python_folder(dir: &Path, handler: Option<&str>) -> anyhow::Result<Package> {
+    let mut files = Vec::new();
+    collect_files(dir, dir, &mut files)?;
+    let at_root: Vec<String> = files
+        .iter()
+        .map(|(name, _)| name.clone())
+        .filter(|name| !name.contains('/') && name.ends_with(".py"))
+        .collect();
+    if at_root.is_empty() && handler.is_none() {
+        return Err(UsageError(format!(
+            "{} holds no .py file at its top: put the handler's file there",
+            dir.display()
+        ))
+        .into());
+    }
+    Ok(Package {
+        handler: python_handler(&at_root, handler)?,
+        code: Code::Zip(zip_files(&files)?),
+        runtime: PYTHON,
+        example_features: None,
+    })
+}
+
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) -> anyhow::Result<()> {
+    let mut entries = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .collect::<Result<Vec<_>, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type()?.is_dir() {
+            if !SKIPPED_FOLDERS.contains(&name.as_str()) {
+                collect_files(root, &path, out)?;
+            }
+        } else if !name.ends_with(".pyc") {
+            let relative = path.strip_prefix(root).unwrap_or(&path);
+            let relative = relative
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            out.push((relative, bytes));
+        }
+    }
+    Ok(())
+}
+
+/// The handler given, else Lambda's default when `lambda_function.py` is there, else
+/// `<file>.lambda_handler` of the one Python file at the package's top.
+fn python_handler(at_root: &[String], given: Option<&str>) -> anyhow::Result<String> {
+    if let Some(handler) = given {
+        return Ok(handler.to_owned());
+    }
+    if at_root.iter().any(|n| n == "lambda_function.py") {
+        return Ok("lambda_function.lambda_handler".to_owned());
+    }
+    match at_root {
+        [only] => Ok(format!("{}.lambda_handler", only.trim_end_matches(".py"))),
+        _ => Err(UsageError(format!(
+            "which file holds the handler? The package has {} Python files at its top: say --handler module.function",
+            at_root.len()
         ))
         .into()),
     }
@@ -328,8 +422,9 @@ fn from_s3(
     })
 }
 
-/// A package the user zipped: a model runtime if it holds a model, else Wasm.
-fn from_zip(zip: Vec<u8>) -> anyhow::Result<Package> {
+/// A package the user zipped: a model runtime if it holds a model, Wasm if it holds a
+/// Wasm file, else Python if it holds Python code.
+fn from_zip(zip: Vec<u8>, handler: Option<&str>) -> anyhow::Result<Package> {
     let mut archive = zip::ZipArchive::new(Cursor::new(&zip)).context("reading the zip")?;
     let names: Vec<String> = archive
         .file_names()
@@ -361,7 +456,20 @@ fn from_zip(zip: Vec<u8>) -> anyhow::Result<Package> {
             example_features: None,
         });
     }
-    Err(UsageError("the zip holds neither a .onnx model nor a .wasm file".into()).into())
+    let python_at_root: Vec<String> = names
+        .iter()
+        .filter(|n| !n.contains('/') && n.ends_with(".py"))
+        .cloned()
+        .collect();
+    if !python_at_root.is_empty() {
+        return Ok(Package {
+            handler: python_handler(&python_at_root, handler)?,
+            code: Code::Zip(zip),
+            runtime: PYTHON,
+            example_features: None,
+        });
+    }
+    Err(UsageError("the zip holds no .onnx model, .wasm file or Python handler".into()).into())
 }
 
 fn zip_files(files: &[(String, Vec<u8>)]) -> anyhow::Result<Vec<u8>> {
@@ -432,9 +540,47 @@ mod tests {
     }
 
     #[test]
+    fn python_files_and_folders_become_python_packages() {
+        let dir = temp_dir();
+        let p = package(
+            &temp_file(&dir, "score.py", b"def lambda_handler(e, c): pass\n"),
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (p.runtime, p.handler.as_str()),
+            ("python3.14", "score.lambda_handler")
+        );
+        assert_eq!(entries(&p.code), vec!["score.py"]);
+
+        let app = temp_dir();
+        temp_file(&app, "lambda_function.py", b"");
+        temp_file(&app, "helpers.py", b"");
+        std::fs::create_dir_all(app.path().join("lib/__pycache__"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        temp_file(&app, "lib/util.py", b"");
+        temp_file(&app, "lib/__pycache__/util.cpython-314.pyc", b"");
+        let p = package(app.path(), None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.handler, "lambda_function.lambda_handler");
+        assert_eq!(
+            entries(&p.code),
+            vec!["helpers.py", "lambda_function.py", "lib/util.py"]
+        );
+
+        std::fs::remove_file(app.path().join("lambda_function.py"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        temp_file(&app, "other.py", b"");
+        let err = package(app.path(), None).unwrap_err();
+        assert!(err.to_string().contains("--handler"), "{err}");
+        let p = package(app.path(), Some("other.handle")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.handler, "other.handle");
+    }
+
+    #[test]
     fn wasm_files_become_function_wasm() {
         let dir = temp_dir();
-        let p = package(&temp_file(&dir, "app.wasm", b"\0asm")).unwrap_or_else(|e| panic!("{e}"));
+        let p =
+            package(&temp_file(&dir, "app.wasm", b"\0asm"), None).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((p.runtime, p.handler.as_str()), ("wasm", "function.wasm"));
         assert_eq!(entries(&p.code), vec!["function.wasm"]);
     }
@@ -444,7 +590,7 @@ mod tests {
         let dir = temp_dir();
         let path = temp_file(&dir, "iris.onnx", b"not really onnx");
         std::fs::write(path.with_file_name(MODEL_CONFIG), b"{}").unwrap_or_else(|e| panic!("{e}"));
-        let p = package(&path).unwrap_or_else(|e| panic!("{e}"));
+        let p = package(&path, None).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((p.runtime, p.handler.as_str()), ("onnx", "iris.onnx"));
         let mut names = entries(&p.code);
         names.sort();
@@ -457,11 +603,11 @@ mod tests {
         let zip = zip_files(&[("model.onnx".into(), vec![1]), ("x.wasm".into(), vec![2])])
             .unwrap_or_else(|e| panic!("{e}"));
         let dir = temp_dir();
-        let p = package(&temp_file(&dir, "pkg.zip", &zip)).unwrap_or_else(|e| panic!("{e}"));
+        let p = package(&temp_file(&dir, "pkg.zip", &zip), None).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((p.runtime, p.handler.as_str()), ("onnx", "model.onnx"));
         let empty = zip_files(&[("README".into(), vec![])]).unwrap_or_else(|e| panic!("{e}"));
-        assert!(package(&temp_file(&dir, "empty.zip", &empty)).is_err());
-        assert!(package(&temp_file(&dir, "notes.txt", b"")).is_err());
+        assert!(package(&temp_file(&dir, "empty.zip", &empty), None).is_err());
+        assert!(package(&temp_file(&dir, "notes.txt", b""), None).is_err());
     }
 
     #[test]
