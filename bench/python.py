@@ -100,7 +100,8 @@ def held_environments(node, client, name, count, payload):
         time.sleep(payload["ms"] / 2000)
         during = rss_kb(node.proc.pid)
         for call in calls:
-            assert "FunctionError" not in call.result()
+            resp = call.result()
+            assert "FunctionError" not in resp, resp["Payload"].read()
     return (during - before) / 1024 / count
 
 
@@ -147,7 +148,7 @@ def main():
 
             python_function(client, "py-sleep", SLEEPER)
             rust_function(client, "rust-sleep", "sleep")
-            payload = {"ms": 3000}
+            payload = {"ms": 2000}
             py_mb = held_environments(node, client, "py-sleep", args.environments, payload)
             rust_mb = held_environments(node, client, "rust-sleep", args.environments, payload)
             print(f"\n3. node RSS per busy environment, {args.environments} at once")
