@@ -146,7 +146,8 @@ def present_everywhere(cluster, name):
 
 
 def reserved_everywhere(cluster, name, reserved):
-    """Waits until every node holds `name` to `reserved` concurrency."""
+    """Waits until every node knows `name` and holds it to `reserved` concurrency."""
+    present_everywhere(cluster, name)
     propagation(
         {cluster.names[i]: cluster.client(i) for i in range(cluster.SIZE)},
         lambda c: c.get_function_concurrency(FunctionName=name).get("ReservedConcurrentExecutions") == reserved,
