@@ -93,21 +93,25 @@ pub fn ephemeral_storage(mb: u32) -> Result<u32, ApiError> {
 }
 
 pub fn runtime(value: &str) -> Result<protocol::Runtime, ApiError> {
-    if value.starts_with("python") && protocol::Runtime::parse(value).is_none() {
-        // Lambda's wording for a runtime it no longer takes, naming the one it does.
-        return Err(ApiError::InvalidParameterValue(format!(
-            "The runtime parameter of {} is not supported by Lamina, which runs Python handlers on {python}. We recommend you use the new runtime ({python}) while creating or updating functions.",
-            protocol::names::echo(value),
-            python = protocol::Runtime::Python314.as_str(),
-        )));
+    if let Some(runtime) = protocol::Runtime::parse(value) {
+        return Ok(runtime);
     }
-    protocol::Runtime::parse(value).ok_or_else(|| {
-        ApiError::InvalidParameterValue(format!(
-            "Value {} at 'runtime' failed to satisfy constraint: Member must satisfy enum value set: [{}] or be a valid ARN",
-            protocol::names::echo(value),
-            protocol::Runtime::SUPPORTED.join(", ")
-        ))
-    })
+    Err(ApiError::InvalidParameterValue(
+        if value.starts_with("python") {
+            // Lambda's wording for a runtime it no longer takes, naming the one it does.
+            format!(
+                "The runtime parameter of {} is not supported by Lamina, which runs Python handlers on {python}. We recommend you use the new runtime ({python}) while creating or updating functions.",
+                protocol::names::echo(value),
+                python = protocol::Runtime::Python314.as_str(),
+            )
+        } else {
+            format!(
+                "Value {} at 'runtime' failed to satisfy constraint: Member must satisfy enum value set: [{}] or be a valid ARN",
+                protocol::names::echo(value),
+                protocol::Runtime::SUPPORTED.join(", ")
+            )
+        },
+    ))
 }
 
 /// Longest `FunctionName` CreateFunction accepts (a full ARN).

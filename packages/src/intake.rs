@@ -106,10 +106,7 @@ const NATIVE_EXTENSION_SUFFIXES: &[&str] = &[".so", ".pyd", ".dylib"];
 
 /// Refuses a Python package that carries a compiled extension module (numpy's, say),
 /// naming the first one found, since its import would only fail at INIT.
-pub fn refuse_native_extensions(runtime: Runtime, root: &Path) -> Result<(), PackageError> {
-    if runtime != Runtime::Python314 {
-        return Ok(());
-    }
+pub fn refuse_native_extensions(root: &Path) -> Result<(), PackageError> {
     match first_native_extension(root, root)? {
         None => Ok(()),
         Some(file) => Err(PackageError::Invalid(format!(
@@ -329,15 +326,14 @@ mod tests {
             b"",
         )
         .unwrap();
-        let err = refuse_native_extensions(Runtime::Python314, root.path()).unwrap_err();
+        let err = refuse_native_extensions(root.path()).unwrap_err();
         assert!(
             err.to_string()
                 .contains("numpy/core/_multiarray_umath.cpython-314-x86_64-linux-gnu.so"),
             "{err}"
         );
-        assert!(refuse_native_extensions(Runtime::Wasm, root.path()).is_ok());
         std::fs::remove_dir_all(root.path().join("numpy")).unwrap();
-        assert!(refuse_native_extensions(Runtime::Python314, root.path()).is_ok());
+        assert!(refuse_native_extensions(root.path()).is_ok());
     }
 
     #[test]

@@ -239,7 +239,7 @@ impl Packages {
         let unzipped_bytes = self.lay_out(&digest, &object.0, shape, handler).await?;
         if runtime == Runtime::Python314 {
             let root = self.root(&digest);
-            tokio::task::spawn_blocking(move || intake::refuse_native_extensions(runtime, &root))
+            tokio::task::spawn_blocking(move || intake::refuse_native_extensions(&root))
                 .await
                 .map_err(|e| PackageError::platform("checking the package's files", e))??;
         }

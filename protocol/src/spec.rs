@@ -50,12 +50,6 @@ impl Runtime {
         }
     }
 
-    /// Whether Lamina's own runtime guest runs the function's code (which then is not
-    /// WebAssembly itself).
-    pub fn is_builtin(self) -> bool {
-        self != Runtime::Wasm
-    }
-
     /// The file name of the built-in runtime guest in the runtimes directory.
     pub fn builtin_guest(self) -> Option<&'static str> {
         match self {

@@ -539,6 +539,7 @@ impl Scheduler {
     /// The live members changed: every provisioned pool takes its new share (the shares
     /// of a node that died move to the survivors).
     pub fn set_placement(&self, placement: Placement) {
+        let members = placement.members();
         {
             let mut current = lock(&self.inner.placement);
             if *current == placement {
@@ -546,7 +547,6 @@ impl Scheduler {
             }
             *current = placement;
         }
-        let members = lock(&self.inner.placement).members();
         if members > 0 {
             lock(&self.inner.core).set_live_nodes(members as u32);
         }

@@ -303,11 +303,7 @@ const SKIPPED_FOLDERS: &[&str] = &[
 fn python_folder(dir: &Path, handler: Option<&str>) -> anyhow::Result<Package> {
     let mut files = Vec::new();
     collect_files(dir, dir, &mut files)?;
-    let at_root: Vec<String> = files
-        .iter()
-        .map(|(name, _)| name.clone())
-        .filter(|name| !name.contains('/') && name.ends_with(".py"))
-        .collect();
+    let at_root = python_at_root(files.iter().map(|(name, _)| name));
     if at_root.is_empty() && handler.is_none() {
         return Err(UsageError(format!(
             "{} holds no .py file at its top: put the handler's file there",
@@ -348,6 +344,14 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) -> a
         }
     }
     Ok(())
+}
+
+/// The Python files at the top of a package, of its entries' paths.
+fn python_at_root<'a>(paths: impl Iterator<Item = &'a String>) -> Vec<String> {
+    paths
+        .filter(|p| !p.contains('/') && p.ends_with(".py"))
+        .cloned()
+        .collect()
 }
 
 /// The handler given, else Lambda's default when `lambda_function.py` is there, else
@@ -456,14 +460,10 @@ fn from_zip(zip: Vec<u8>, handler: Option<&str>) -> anyhow::Result<Package> {
             example_features: None,
         });
     }
-    let python_at_root: Vec<String> = names
-        .iter()
-        .filter(|n| !n.contains('/') && n.ends_with(".py"))
-        .cloned()
-        .collect();
-    if !python_at_root.is_empty() {
+    let at_root = python_at_root(names.iter());
+    if !at_root.is_empty() {
         return Ok(Package {
-            handler: python_handler(&python_at_root, handler)?,
+            handler: python_handler(&at_root, handler)?,
             code: Code::Zip(zip),
             runtime: PYTHON,
             example_features: None,
