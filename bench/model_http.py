@@ -14,6 +14,11 @@ skl2onnx. Each server is checked against sklearn's prediction, warmed up for 2 s
 loaded by wrk -t1 with `POST {"input": [<first diabetes row>]}`.
 Targets from the issue: Lamina >= 20x FastAPI's throughput and <= 0.1x its p50.
 
+A second Lamina function serves the same model from a Python handler (runtime
+python3.14) that parses the request, calls `lamina.model("model.onnx").predict` and
+writes the answer itself: the pre- and post-processing users add. Target: >= 5x
+FastAPI's throughput.
+
 Needs bench/requirements.txt in .venv, wrk (`apt-get install -y wrk`) and a release build
 (`cargo build --release -p lamina`); it builds the onnx runtime itself.
 Usage: .venv/bin/python bench/model_http.py [--duration 10s] [--connections 32] [--baseline-only]
@@ -53,6 +58,29 @@ BASELINES = [
 ]
 
 
+PYTHON_HANDLER = b"""import base64
+import json
+
+import lamina
+
+model = lamina.model("model.onnx")
+
+
+def lambda_handler(event, context):
+    body = event["body"]
+    if event.get("isBase64Encoded"):
+        body = base64.b64decode(body)
+    rows = json.loads(body)["input"]
+    if rows and not isinstance(rows[0], list):
+        rows = [rows]
+    return {
+        "statusCode": 200,
+        "headers": {"content-type": "application/json"},
+        "body": json.dumps({"output": model.predict(rows)}),
+    }
+"""
+
+
 def train(work):
     """The model file, its zip and one row with sklearn's prediction for it."""
     x, y = load_diabetes(return_X_y=True)
@@ -63,7 +91,11 @@ def train(work):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         z.write(path, "model.onnx")
-    return path, buf.getvalue(), x[0].tolist(), float(model.predict(x[:1])[0])
+    python = io.BytesIO()
+    with zipfile.ZipFile(python, "w") as z:
+        z.write(path, "model.onnx")
+        z.writestr("lambda_function.py", PYTHON_HANDLER)
+    return path, buf.getvalue(), python.getvalue(), x[0].tolist(), float(model.predict(x[:1])[0])
 
 
 def start(procs, args, log, **kw):
@@ -167,7 +199,7 @@ def main():
     work = pathlib.Path(tempfile.mkdtemp(prefix="lamina-model-http-"))
     procs = []
     try:
-        model_path, zipped, row, expected = train(work)
+        model_path, zipped, python_zipped, row, expected = train(work)
         body = json.dumps({"input": row})
         lua = work / "post.lua"
         lua.write_text(
@@ -214,6 +246,15 @@ def main():
             lamina_url = lam.create_function_url_config(
                 FunctionName="diabetes", AuthType="NONE")["FunctionUrl"]
             check("lamina", lamina_url, body, expected)
+            lam.create_function(
+                FunctionName="diabetes-python", Runtime="python3.14",
+                Handler="lambda_function.lambda_handler",
+                Role="arn:aws:iam::000000000000:role/bench", Code={"ZipFile": python_zipped},
+                MemorySize=256, Timeout=30,
+            )
+            python_url = lam.create_function_url_config(
+                FunctionName="diabetes-python", AuthType="NONE")["FunctionUrl"]
+            check("lamina python", python_url, body, expected)
 
         mem = int(re.search(r"MemTotal:\s+(\d+)", pathlib.Path("/proc/meminfo").read_text()).group(1))
         print(f"machine: {os.cpu_count()} cores, {mem / 1048576:.0f} GiB; "
@@ -228,6 +269,12 @@ def main():
             print(f"Lamina / {name}: throughput {throughput:.1f}x (target >= 20x: "
                   f"{'met' if throughput >= 20 else 'missed'}), p50 {p50:.3f}x "
                   f"(target <= 0.1x: {'met' if p50 <= 0.1 else 'missed'})")
+        python = bench("Lamina function URL, Python handler", python_url, lua, args)
+        for name, base in measured:
+            throughput = python["rps"] / base["rps"]
+            p50 = millis(python["p50"]) / millis(base["p50"])
+            print(f"Lamina Python handler / {name}: throughput {throughput:.1f}x (target >= 5x: "
+                  f"{'met' if throughput >= 5 else 'missed'}), p50 {p50:.3f}x")
     finally:
         # A second signal (a repeated Ctrl-C, or `timeout`, which signals the process and
         # then its group) must not cut the cleanup short.

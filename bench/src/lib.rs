@@ -68,6 +68,7 @@ pub fn fixture_package(dir: &Path, fixture: &str) -> anyhow::Result<protocol::Co
         root,
         runtime: protocol::Runtime::Wasm,
         handler: "function.wasm".into(),
+        opt_root: None,
     })
 }
 

@@ -39,6 +39,9 @@ pub enum ApiError {
     /// An unknown function URL (403 with `{"Message": null}`).
     #[error("access denied")]
     AccessDenied,
+    /// A resource of another account that no resource-based policy shares.
+    #[error("{0}")]
+    NotAuthorized(String),
     #[error("{0}")]
     UnrecognizedClient(String),
     #[error("{0}")]
@@ -119,7 +122,9 @@ impl ApiError {
                 StatusCode::BAD_REQUEST,
                 false,
             ),
-            AccessDenied => ("AccessDeniedException", StatusCode::FORBIDDEN, true),
+            AccessDenied | NotAuthorized(_) => {
+                ("AccessDeniedException", StatusCode::FORBIDDEN, true)
+            }
             UnrecognizedClient(_) => ("UnrecognizedClientException", StatusCode::FORBIDDEN, false),
             InvalidSignature(_) => ("InvalidSignatureException", StatusCode::FORBIDDEN, false),
             MissingAuthenticationToken => (

@@ -92,12 +92,20 @@ impl BeforePublish for LayOut<'_> {
     async fn before_publish(&self, entry: &FunctionEntry) {
         for version in versions(entry) {
             let config = &version.config;
-            if let Err(e) = self
-                .0
-                .packages
+            let layers: Vec<String> = config
+                .layers
+                .iter()
+                .map(|l| l.code_sha256.clone())
+                .collect();
+            let packages = &self.0.packages;
+            let laid_out = match packages
                 .materialise(&config.code_sha256, &config.handler)
                 .await
             {
+                Ok(_) => packages.materialise_layers(&layers).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = laid_out {
                 // Invocations of this version fail as the platform's fault until a later
                 // change or a restart lays it out; the others are unaffected.
                 tracing::error!(

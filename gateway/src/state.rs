@@ -28,6 +28,8 @@ pub struct Inner {
     pub arns: ArnBuilder,
     pub db: Db,
     pub catalog: Arc<Catalog>,
+    /// Layer versions, read and written in the database.
+    pub layers: store::Layers,
     /// Deployment packages: intake, the code store and the working copies.
     pub packages: packages::Packages,
     pub scheduler: Scheduler,
@@ -102,6 +104,7 @@ impl AppState {
             keys: crate::auth::KeyRing::new(accounts),
             invoker: Invoker::new(scheduler.clone(), catalog.clone()),
             config,
+            layers: store::Layers::new(db.clone()),
             db,
             catalog,
             packages,

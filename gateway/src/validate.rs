@@ -42,6 +42,28 @@ pub fn constraint(value: impl std::fmt::Display, field: &str, what: &str) -> Api
     ))
 }
 
+/// Several constraint failures of one request in one message, as Lambda joins them.
+pub fn combine(refused: Vec<ApiError>) -> Option<ApiError> {
+    if refused.len() < 2 {
+        return refused.into_iter().next();
+    }
+    let parts: Vec<String> = refused
+        .iter()
+        .map(|e| {
+            let message = e.to_string();
+            message
+                .strip_prefix("1 validation error detected: ")
+                .unwrap_or(&message)
+                .to_owned()
+        })
+        .collect();
+    Some(ApiError::Validation(format!(
+        "{} validation errors detected: {}",
+        parts.len(),
+        parts.join("; ")
+    )))
+}
+
 /// How much of an over-limit environment the 4 KB message quotes: Lambda shows the
 /// measured string, which is kept whole near the limit but not for a 70 MB request.
 const MAX_ENV_ECHO: usize = 2 * MAX_ENV_BYTES;

@@ -87,6 +87,14 @@ pub fn function_configuration(
     if let Some(target) = &c.dead_letter_target {
         obj.insert("DeadLetterConfig".into(), json!({ "TargetArn": target }));
     }
+    if !c.layers.is_empty() {
+        let layers: Vec<Value> = c
+            .layers
+            .iter()
+            .map(|l| json!({ "Arn": l.arn, "CodeSize": l.code_size }))
+            .collect();
+        obj.insert("Layers".into(), Value::Array(layers));
+    }
     if let Some(kms) = &c.kms_key_arn {
         obj.insert("KMSKeyArn".into(), Value::String(kms.clone()));
     }

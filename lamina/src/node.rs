@@ -225,7 +225,7 @@ impl Node {
             .await
             .context("loading the catalog")?,
         );
-        lay_out_packages(&packages, &catalog).await?;
+        lay_out_packages(&packages, &catalog, &store::Layers::new(db.clone())).await?;
         let worker_config = config.worker.clone().unwrap_or_else(|| {
             let mut w = WorkerConfig::new(&config.data_dir);
             w.runtimes_dir = config.runtimes_dir.clone();
@@ -471,7 +471,11 @@ async fn restore(
 /// Lays out the working copy of every package the catalog runs, from the code store,
 /// before anything may start an environment: working copies do not outlive a process.
 /// Packages an earlier version kept in plaintext are sealed first.
-async fn lay_out_packages(packages: &Packages, catalog: &Catalog) -> anyhow::Result<()> {
+async fn lay_out_packages(
+    packages: &Packages,
+    catalog: &Catalog,
+    layers: &store::Layers,
+) -> anyhow::Result<()> {
     let adopted = packages
         .adopt_plaintext_packages()
         .await
@@ -483,12 +487,22 @@ async fn lay_out_packages(packages: &Packages, catalog: &Catalog) -> anyhow::Res
         );
     }
     let mut wanted = std::collections::BTreeSet::new();
+    let mut layer_sets = std::collections::BTreeSet::new();
     for function in catalog.all_functions() {
         for version in std::iter::once(&function.latest).chain(function.versions.values()) {
             wanted.insert((
                 version.config.code_sha256.clone(),
                 version.config.handler.clone(),
             ));
+            let layers: Vec<String> = version
+                .config
+                .layers
+                .iter()
+                .map(|l| l.code_sha256.clone())
+                .collect();
+            if !layers.is_empty() {
+                layer_sets.insert(layers);
+            }
         }
     }
     for (digest, handler) in &wanted {
@@ -497,7 +511,19 @@ async fn lay_out_packages(packages: &Packages, catalog: &Catalog) -> anyhow::Res
             .await
             .with_context(|| format!("laying out package {digest}"))?;
     }
-    let referenced = wanted.into_iter().map(|(digest, _)| digest).collect();
+    for layers in &layer_sets {
+        packages
+            .materialise_layers(layers)
+            .await
+            .with_context(|| format!("laying out layers {layers:?}"))?;
+    }
+    // Published layer versions keep their packages too, used or not.
+    let mut referenced = layers
+        .digests()
+        .await
+        .context("reading the packages of layer versions")?;
+    referenced.extend(wanted.into_iter().map(|(digest, _)| digest));
+    referenced.extend(layer_sets.into_iter().flatten());
     let removed = packages
         .remove_unreferenced(&referenced)
         .context("removing packages no function uses")?;

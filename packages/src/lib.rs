@@ -115,6 +115,15 @@ struct Inner {
 /// A file on its way in, removed whatever happens to the request that brought it.
 struct Incoming(PathBuf);
 
+/// An object received or fetched, not yet checked.
+struct Received {
+    object: Incoming,
+    sha256: [u8; 32],
+    size: u64,
+    /// Its first bytes, which tell its shape.
+    head: Vec<u8>,
+}
+
 impl Drop for Incoming {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
@@ -188,12 +197,70 @@ impl Packages {
         runtime: Runtime,
         handler: &str,
     ) -> Result<Stored, PackageError> {
-        let limits = self.inner.limits;
         let object_name = match &source {
-            Source::S3(location) => Some(location.key.as_str()),
+            Source::S3(location) => Some(location.key.clone()),
             Source::Upload(_) => None,
         };
-        intake::refuse_pickle_names(runtime, handler, object_name)?;
+        intake::refuse_pickle_names(runtime, handler, object_name.as_deref())?;
+        let received = self.receive(source).await?;
+        let shape = intake::shape(&received.head);
+        if shape == Shape::Bare {
+            intake::check_bare(runtime, &received.head, object_name.as_deref())?;
+            intake::check_bare_handler(runtime, handler)?;
+        }
+        let digest = hex::encode(received.sha256);
+        let unzipped_bytes = self
+            .lay_out(&digest, &received.object.0, shape, handler)
+            .await?;
+        if runtime == Runtime::Python314 {
+            self.refuse_native_extensions(self.root(&digest)).await?;
+        }
+        if let Ok(handler_file) = intake::safe_entry_path(handler) {
+            let path = self.root(&digest).join(handler_file);
+            if path.is_file() {
+                intake::refuse_pickle_content(runtime, handler, &read_head(&path)?)?;
+            }
+        }
+        self.store(&digest, &received.object).await?;
+        Ok(Stored {
+            root: self.root(&digest),
+            digest,
+            size: received.size,
+            unzipped_bytes,
+        })
+    }
+
+    /// Takes in a layer's zip (PublishLayerVersion's `Content`): received or fetched,
+    /// checked, laid out and stored like a function's code. A layer is always a zip.
+    pub async fn take_layer(&self, source: Source) -> Result<Stored, PackageError> {
+        let received = self.receive(source).await?;
+        if intake::shape(&received.head) != Shape::Zip {
+            return Err(PackageError::Invalid(intake::UNZIP_FAILED.into()));
+        }
+        let digest = hex::encode(received.sha256);
+        let unzipped_bytes = self
+            .lay_out(&digest, &received.object.0, Shape::Zip, "")
+            .await?;
+        self.store(&digest, &received.object).await?;
+        Ok(Stored {
+            root: self.root(&digest),
+            digest,
+            size: received.size,
+            unzipped_bytes,
+        })
+    }
+
+    /// Refuses a Python package or layer with a compiled extension module, which no
+    /// WebAssembly guest can load.
+    pub async fn refuse_native_extensions(&self, root: PathBuf) -> Result<(), PackageError> {
+        tokio::task::spawn_blocking(move || intake::refuse_native_extensions(&root))
+            .await
+            .map_err(|e| PackageError::platform("checking the package's files", e))?
+    }
+
+    /// Receives the object (or fetches it from S3) into a file on its way in.
+    async fn receive(&self, source: Source) -> Result<Received, PackageError> {
+        let limits = self.inner.limits;
         if let (Source::S3(location), CodeStoreLocation::S3 { bucket, prefix }) =
             (&source, self.inner.store.location())
             && location.bucket == *bucket
@@ -203,7 +270,7 @@ impl Packages {
             return Err(PackageError::Invalid(s3::access_denied_message(location)));
         }
         let object = self.incoming("object");
-        let (sha, size, head) = match &source {
+        let (sha256, size, head) = match &source {
             Source::Upload(bytes) => {
                 if bytes.len() as u64 > limits.max_zipped {
                     return Err(PackageError::TooLarge(limits.zipped_message()));
@@ -230,35 +297,21 @@ impl Packages {
                 (fetched.sha256, fetched.size, fetched.head)
             }
         };
-        let shape = intake::shape(&head);
-        if shape == Shape::Bare {
-            intake::check_bare(runtime, &head, object_name)?;
-            intake::check_bare_handler(runtime, handler)?;
-        }
-        let digest = hex::encode(sha);
-        let unzipped_bytes = self.lay_out(&digest, &object.0, shape, handler).await?;
-        if runtime == Runtime::Python314 {
-            let root = self.root(&digest);
-            tokio::task::spawn_blocking(move || intake::refuse_native_extensions(&root))
-                .await
-                .map_err(|e| PackageError::platform("checking the package's files", e))??;
-        }
-        if let Ok(handler_file) = intake::safe_entry_path(handler) {
-            let path = self.root(&digest).join(handler_file);
-            if path.is_file() {
-                intake::refuse_pickle_content(runtime, handler, &read_head(&path)?)?;
-            }
-        }
-        if !self.inner.store.contains(&digest).await? {
-            let scratch = self.incoming("sealed");
-            self.inner.store.put(&digest, &object.0, &scratch.0).await?;
-        }
-        Ok(Stored {
-            root: self.root(&digest),
-            digest,
+        Ok(Received {
+            object,
+            sha256,
             size,
-            unzipped_bytes,
+            head,
         })
+    }
+
+    /// Puts the object in the code store under `digest`, unless it is there already.
+    async fn store(&self, digest: &str, object: &Incoming) -> Result<(), PackageError> {
+        if !self.inner.store.contains(digest).await? {
+            let scratch = self.incoming("sealed");
+            self.inner.store.put(digest, &object.0, &scratch.0).await?;
+        }
+        Ok(())
     }
 
     async fn lay_out(
@@ -293,6 +346,32 @@ impl Packages {
         self.lay_out(digest, &object.0, intake::shape(&head), handler)
             .await?;
         Ok(self.root(digest))
+    }
+
+    /// Makes sure the layers `digests` are laid out and merged in this order, and returns
+    /// the merged copy a function sees as `/opt` (None without layers).
+    pub async fn materialise_layers(
+        &self,
+        digests: &[String],
+    ) -> Result<Option<PathBuf>, PackageError> {
+        if digests.is_empty() {
+            return Ok(None);
+        }
+        let mut roots = Vec::with_capacity(digests.len());
+        for digest in digests {
+            roots.push(self.materialise(digest, "").await?);
+        }
+        let name = protocol::spec::merged_layers_dir(digests);
+        let copies = self.inner.copies.clone();
+        blocking(move || copies.merge(&name, &roots))
+            .await
+            .map(Some)
+    }
+
+    /// The unpacked size of the laid-out package `digest`.
+    pub async fn unpacked_size(&self, digest: &str) -> Result<u64, PackageError> {
+        let root = self.root(digest);
+        blocking(move || Ok(intake::dir_size(&root)?)).await
     }
 
     async fn fetch_stored(&self, digest: &str) -> Result<Incoming, PackageError> {
@@ -572,6 +651,66 @@ mod tests {
             2
         );
         assert_eq!(files_under(&store), vec![]);
+    }
+
+    #[tokio::test]
+    async fn layers_are_merged_in_order_and_laid_out_again_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let packages = open(dir.path(), 1, true);
+        let base = packages
+            .take_layer(Source::Upload(zip_of(&[
+                ("python/lib.py", b"base"),
+                ("shared/x", b"a file here"),
+                ("only-base", b"kept"),
+            ])))
+            .await
+            .unwrap();
+        let top = packages
+            .take_layer(Source::Upload(zip_of(&[
+                ("python/lib.py", b"top"),
+                ("shared/x/inner", b"a directory there"),
+            ])))
+            .await
+            .unwrap();
+        let order = vec![base.digest.clone(), top.digest.clone()];
+        let opt = packages.materialise_layers(&order).await.unwrap().unwrap();
+        let read = |p: &str| std::fs::read_to_string(opt.join(p)).unwrap();
+        assert_eq!(read("python/lib.py"), "top");
+        assert_eq!(read("shared/x/inner"), "a directory there");
+        assert_eq!(read("only-base"), "kept");
+        // The layers' own copies are untouched by the merge.
+        assert_eq!(
+            std::fs::read_to_string(base.root.join("python/lib.py")).unwrap(),
+            "base"
+        );
+        let reversed = vec![top.digest.clone(), base.digest.clone()];
+        let other = packages
+            .materialise_layers(&reversed)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(other, opt);
+        assert_eq!(
+            std::fs::read_to_string(other.join("python/lib.py")).unwrap(),
+            "base"
+        );
+        assert_eq!(packages.materialise_layers(&[]).await.unwrap(), None);
+
+        packages.clear_working_copies().unwrap();
+        assert!(!opt.exists());
+        let restarted = open(dir.path(), 1, true);
+        let again = restarted.materialise_layers(&order).await.unwrap().unwrap();
+        assert_eq!(again, opt);
+        assert_eq!(
+            std::fs::read_to_string(again.join("python/lib.py")).unwrap(),
+            "top"
+        );
+
+        let err = packages
+            .take_layer(Source::Upload(b"\x08\x07 a bare model".to_vec()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), intake::UNZIP_FAILED);
     }
 
     #[tokio::test]

@@ -135,6 +135,40 @@ impl WorkingCopies {
         placed
     }
 
+    /// Merges the working copies `layers` in order into the working copy `name`: a file
+    /// of a later layer replaces the same path of an earlier one, as Lambda extracts
+    /// layers into `/opt`. Files are hard links to the layers' own read-only copies (copies
+    /// where the file system cannot link). Safe against a concurrent merge of the same
+    /// list, as [`WorkingCopies::lay_out`] is.
+    pub(crate) fn merge(&self, name: &str, layers: &[PathBuf]) -> Result<PathBuf, PackageError> {
+        let merged = self.dir.join(name);
+        if merged.is_dir() {
+            return Ok(merged);
+        }
+        let staging = self.scratch_path("merge");
+        let built = (|| {
+            std::fs::create_dir_all(&staging)?;
+            for layer in layers {
+                overlay(layer, &staging)?;
+            }
+            intake::make_read_only(&staging)
+        })();
+        if let Err(e) = built {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e.into());
+        }
+        if std::fs::rename(&staging, &merged).is_err() {
+            let _ = std::fs::remove_dir_all(&staging);
+            if !merged.is_dir() {
+                return Err(PackageError::Platform(format!(
+                    "publishing the merged layers {name} in {}",
+                    self.dir.display()
+                )));
+            }
+        }
+        Ok(merged)
+    }
+
     fn scratch_path(&self, what: &str) -> PathBuf {
         self.dir
             .join(format!(".staging-{what}-{}", uuid::Uuid::new_v4().simple()))
@@ -150,7 +184,10 @@ impl WorkingCopies {
             let entry = entry?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            let digest = name.strip_suffix(".bare").unwrap_or(&name);
+            let digest = name
+                .strip_suffix(".bare")
+                .or_else(|| name.strip_prefix("opt-"))
+                .unwrap_or(&name);
             let ours = name.starts_with(".staging-")
                 || (digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()));
             if !ours {
@@ -165,4 +202,31 @@ impl WorkingCopies {
         }
         Ok(())
     }
+}
+
+/// Lays the tree `from` over `onto`. Working copies hold only directories and regular
+/// files (the zip intake makes nothing else).
+fn overlay(from: &Path, onto: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = onto.join(entry.file_name());
+        let existing = std::fs::symlink_metadata(&target).ok();
+        if entry.file_type()?.is_dir() {
+            if existing.as_ref().is_some_and(|m| !m.is_dir()) {
+                std::fs::remove_file(&target)?;
+            }
+            std::fs::create_dir_all(&target)?;
+            overlay(&entry.path(), &target)?;
+        } else {
+            match existing {
+                Some(m) if m.is_dir() => std::fs::remove_dir_all(&target)?,
+                Some(_) => std::fs::remove_file(&target)?,
+                None => {}
+            }
+            if std::fs::hard_link(entry.path(), &target).is_err() {
+                std::fs::copy(entry.path(), &target)?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -291,6 +291,120 @@ impl ArnBuilder {
     }
 }
 
+impl ArnBuilder {
+    /// A layer's ARN (`LayerArn`).
+    pub fn layer(&self, account_id: &str, name: &str) -> String {
+        format!(
+            "arn:{}:lambda:{}:{}:layer:{}",
+            self.partition, self.region, account_id, name
+        )
+    }
+
+    /// A layer version's ARN (`LayerVersionArn`).
+    pub fn layer_version(&self, account_id: &str, name: &str, version: u64) -> String {
+        format!("{}:{version}", self.layer(account_id, name))
+    }
+}
+
+/// botocore's pattern for `LayerName`, which the messages refusing one quote.
+pub const LAYER_NAME_PATTERN: &str = r"(arn:(aws[a-zA-Z-]*)?:lambda:(eusc-)?[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}:\d{12}:layer:[a-zA-Z0-9-_]+)|[a-zA-Z0-9-_]+";
+
+/// botocore's pattern for `LayerVersionArn`, which the messages refusing one quote.
+pub const LAYER_VERSION_ARN_PATTERN: &str = r"(arn:(aws[a-zA-Z-]*)?:lambda:(eusc-)?[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}:\d{12}:layer:[a-zA-Z0-9-_]+:[0-9]+)|(arn:[a-zA-Z0-9-]+:lambda:::awslayer:[a-zA-Z0-9-_]+)";
+
+/// A layer named by a client: its name, with the region and account when it came as an
+/// ARN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerRef {
+    pub region: Option<String>,
+    pub account_id: Option<String>,
+    pub name: String,
+}
+
+impl LayerRef {
+    /// A `LayerName`: a name, or a layer's ARN without a version.
+    pub fn parse_name(s: &str) -> Option<LayerRef> {
+        if s.len() > 140 {
+            return None;
+        }
+        if !s.starts_with("arn:") {
+            return layer_name_ok(s).then(|| LayerRef {
+                region: None,
+                account_id: None,
+                name: s.to_owned(),
+            });
+        }
+        match parse_layer_arn(s)? {
+            (layer, None) => Some(layer),
+            (_, Some(_)) => None,
+        }
+    }
+
+    /// A `LayerVersionArn`: the layer's ARN and a version number.
+    pub fn parse_version_arn(s: &str) -> Option<(LayerRef, u64)> {
+        if s.len() > 2048 {
+            return None;
+        }
+        match parse_layer_arn(s)? {
+            (layer, Some(version)) => Some((layer, version)),
+            (_, None) => None,
+        }
+    }
+}
+
+fn layer_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// `arn:<partition>:lambda:<region>:<account>:layer:<name>[:<version>]`.
+fn parse_layer_arn(s: &str) -> Option<(LayerRef, Option<u64>)> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let (partition, region, account, name, version) = match parts.as_slice() {
+        ["arn", partition, "lambda", region, account, "layer", name] => {
+            (*partition, *region, *account, *name, None)
+        }
+        [
+            "arn",
+            partition,
+            "lambda",
+            region,
+            account,
+            "layer",
+            name,
+            version,
+        ] => (*partition, *region, *account, *name, Some(*version)),
+        _ => return None,
+    };
+    let partition_ok = partition.is_empty()
+        || partition
+            .strip_prefix("aws")
+            .is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-'));
+    let region_ok = !region.is_empty()
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let account_ok = account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit());
+    if !(partition_ok && region_ok && account_ok && layer_name_ok(name)) {
+        return None;
+    }
+    let version = match version {
+        None => None,
+        Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => Some(v.parse().ok()?),
+        Some(_) => return None,
+    };
+    Some((
+        LayerRef {
+            region: Some(region.to_owned()),
+            account_id: Some(account.to_owned()),
+            name: name.to_owned(),
+        },
+        version,
+    ))
+}
+
 impl fmt::Display for FunctionRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name)?;
@@ -445,5 +559,35 @@ mod tests {
         assert!(is_valid_alias_name("v1"));
         assert!(!is_valid_alias_name("12"));
         assert!(!is_valid_alias_name("$LATEST"));
+    }
+
+    #[test]
+    fn layer_names_and_version_arns_parse_as_botocore_allows() {
+        let arn = "arn:aws:lambda:us-east-1:123456789012:layer:my-deps_2";
+        let layer = LayerRef::parse_name(arn).unwrap();
+        assert_eq!(layer.name, "my-deps_2");
+        assert_eq!(layer.account_id.as_deref(), Some("123456789012"));
+        assert_eq!(layer.region.as_deref(), Some("us-east-1"));
+        assert_eq!(LayerRef::parse_name("deps").unwrap().account_id, None);
+        for bad in ["", "a b", "x.y", &format!("{arn}:3"), &"n".repeat(141)] {
+            assert_eq!(LayerRef::parse_name(bad), None, "{bad:?}");
+        }
+        let (layer, version) = LayerRef::parse_version_arn(&format!("{arn}:3")).unwrap();
+        assert_eq!((layer.name.as_str(), version), ("my-deps_2", 3));
+        for bad in [
+            arn,
+            "deps:1",
+            "arn:aws:lambda:us-east-1:12345678901:layer:d:1",
+            "arn:aws:lambda:us-east-1:123456789012:function:d:1",
+            "arn:aws:lambda:us-east-1:123456789012:layer:d:1a",
+            "arn:aws:lambda:us-east-1:123456789012:layer:d:",
+        ] {
+            assert_eq!(LayerRef::parse_version_arn(bad), None, "{bad:?}");
+        }
+        let arns = ArnBuilder::new("eu-west-1");
+        assert_eq!(
+            arns.layer_version("123456789012", "d", 7),
+            "arn:aws:lambda:eu-west-1:123456789012:layer:d:7"
+        );
     }
 }

@@ -95,6 +95,21 @@ pub struct CodePackage {
     pub runtime: Runtime,
     /// The handler path inside the package.
     pub handler: String,
+    /// The function's layers merged in order, mounted read-only at `/opt`; None without
+    /// layers.
+    pub opt_root: Option<PathBuf>,
+}
+
+/// The name of the working copy that holds the layers `digests` merged in this order:
+/// one per ordered set, named by a digest of the list so any node derives the same name.
+pub fn merged_layers_dir(digests: &[String]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for digest in digests {
+        hasher.update(digest.as_bytes());
+        hasher.update(b"\n");
+    }
+    format!("opt-{}", hex::encode(hasher.finalize()))
 }
 
 /// Which kind of initialisation created an environment (`AWS_LAMBDA_INITIALIZATION_TYPE`).

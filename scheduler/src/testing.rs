@@ -292,5 +292,6 @@ pub fn version_config() -> store::VersionConfig {
         snap_start: false,
         log_format: "Text".into(),
         kms_key_arn: None,
+        layers: Vec::new(),
     }
 }

@@ -11,6 +11,7 @@
 //!   holds.
 //! - [`package_blobs`]: package blobs kept in the database, for clusters without a
 //!   shared bucket.
+//! - [`layers`]: layer versions, the packages functions mount under `/opt`.
 //! - [`function_logs`]: function logs read back from the ledger, and their retention.
 //! - [`usage`]: usage per function, summed from the ledger.
 //! - [`quality`]: ground truth joined with logged predictions, and model scores.
@@ -20,6 +21,7 @@ pub mod catalog;
 pub mod concurrency_leases;
 pub mod db;
 pub mod function_logs;
+pub mod layers;
 pub mod ledger;
 pub mod membership;
 pub mod package_blobs;
@@ -30,12 +32,13 @@ pub mod usage;
 pub use catalog::propagation::{BeforePublish, CatchUp, FunctionChange, PublishAsIs};
 pub use catalog::{
     AliasRecord, Catalog, CatalogError, CatalogErrorKind, EventInvokeConfig, EventInvokeRecord,
-    FunctionEntry, PolicyStatement, ProvisionedRecord, QualifierSetting, UrlConfigRecord,
-    VersionConfig, VersionRecord,
+    FunctionEntry, FunctionLayer, PolicyStatement, ProvisionedRecord, QualifierSetting,
+    UrlConfigRecord, VersionConfig, VersionRecord,
 };
 pub use concurrency_leases::{ConcurrencyLeases, SlotGrant};
 pub use db::{Backend, Db, StoreError, within};
 pub use function_logs::{LogEntry, LogQuery};
+pub use layers::{LayerDraft, LayerVersion, Layers};
 pub use ledger::{LedgerConfig, LedgerStats, LedgerWriter, LogRecord, Spool, SpoolEntry};
 pub use membership::{Membership, NodeLoad, NodeRecord};
 pub use package_blobs::PackageBlobs;

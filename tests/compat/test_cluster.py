@@ -438,6 +438,19 @@ def test_a_dead_home_costs_its_functions_no_failed_request(cluster):
     print(f"{served} invokes through a node whose first home was killed, none failed, {retried} retried")
 
 
+def test_a_layer_published_on_one_node_is_mounted_by_a_function_on_every_node(cluster):
+    layer = cluster.client(0).publish_layer_version(
+        LayerName=unique("shared"), Content={"ZipFile": zip_of({"shared.txt": b"from node 1"})}
+    )
+    assert cluster.client(2).get_layer_version_by_arn(Arn=layer["LayerVersionArn"])["Version"] == 1
+    name = unique("layered")
+    create(cluster.client(1), "env-dump", name, Layers=[layer["LayerVersionArn"]])
+    present_everywhere(cluster, name)
+    for i in range(cluster.SIZE):
+        # Whichever node runs it (this one, or a home it forwards to) laid the layer out.
+        assert invoke_json(cluster.client(i), name, {})[1]["opt_files"] == {"shared.txt": "from node 1"}
+
+
 def test_configuration_changes_and_deletes_are_in_force_everywhere_within_a_second(cluster):
     writer = cluster.client(1)
     observers = {"node1": cluster.client(0), "node3": cluster.client(2)}

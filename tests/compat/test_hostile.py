@@ -171,6 +171,7 @@ def test_only_var_task_and_tmp_are_visible(client, make_function, healthy):
     # Nothing of the host's file system outside the two preopens exists for the guest.
     assert seen["etc_passwd"] == f"No such file or directory (os error {ENOENT})"
     assert seen["var_task"] == ["function.wasm"]
+    assert seen["opt"] == f"No such file or directory (os error {ENOENT})", "no layers, no /opt"
     assert seen["var_task_write"] == f"Operation not permitted (os error {EPERM})"
     assert seen["tmp_write"] == "ok"
     healthy()

@@ -167,7 +167,7 @@ impl Environment {
     fn io(&self, stdin: Option<Bytes>, stdout: Capture) -> GuestIo<'_> {
         GuestIo {
             env: &self.env_vars,
-            task_root: &self.spec.code.root,
+            code: &self.spec.code,
             tmp_dir: self.tmp_dir.path(),
             stdin,
             stdout,

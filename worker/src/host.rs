@@ -207,7 +207,8 @@ pub(crate) struct CoreState {
 /// What a guest's WASI context is built from.
 pub(crate) struct GuestIo<'a> {
     pub(crate) env: &'a [(String, String)],
-    pub(crate) task_root: &'a Path,
+    /// The package at `/var/task`, and its layers at `/opt`.
+    pub(crate) code: &'a protocol::CodePackage,
     pub(crate) tmp_dir: &'a Path,
     pub(crate) stdin: Option<bytes::Bytes>,
     pub(crate) stdout: Capture,
@@ -227,7 +228,10 @@ fn wasi_builder(io: GuestIo<'_>) -> wasmtime::Result<WasiCtxBuilder> {
     if let Some(stdin) = io.stdin {
         b.stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(stdin));
     }
-    b.preopened_dir(io.task_root, "/var/task", FsPerms::ReadOnly)?;
+    b.preopened_dir(&io.code.root, "/var/task", FsPerms::ReadOnly)?;
+    if let Some(opt) = &io.code.opt_root {
+        b.preopened_dir(opt, "/opt", FsPerms::ReadOnly)?;
+    }
     b.preopened_dir(io.tmp_dir, "/tmp", FsPerms::ReadWrite)?;
     Ok(b)
 }

@@ -384,7 +384,7 @@ pub mod diagnostics {
     fn io<'a>(code: &'a CodePackage, tmp: &'a std::path::Path) -> GuestIo<'a> {
         GuestIo {
             env: &[],
-            task_root: &code.root,
+            code,
             tmp_dir: tmp,
             stdin: None,
             stdout: Capture::new(1 << 16),

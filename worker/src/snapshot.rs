@@ -9,7 +9,7 @@
 //! it: as on Lambda, INIT of a SnapStart function must not leave such state behind for
 //! the handler. Packages with models loaded through wasi-nn are not snapshotted.
 //!
-//! Snapshots are keyed by everything INIT can observe (code, handler, environment) and
+//! Snapshots are keyed by everything INIT can observe (code, handler, layers, environment) and
 //! kept as precompiled artifacts, so a restarted node reuses them.
 
 use std::collections::HashMap;
@@ -56,6 +56,10 @@ fn snapshot_key(spec: &SharedSpec) -> String {
         h.update([0]);
     }
     h.update(spec.memory_mb.to_le_bytes());
+    // The layers under /opt, named by the digest of their ordered list.
+    if let Some(opt) = spec.code.opt_root.as_ref().and_then(|p| p.file_name()) {
+        h.update(opt.as_encoded_bytes());
+    }
     hex::encode(h.finalize())
 }
 
@@ -150,7 +154,7 @@ async fn take(
     let state = host::component_state(
         GuestIo {
             env: &env,
-            task_root: &spec.code.root,
+            code: &spec.code,
             tmp_dir: tmp.path(),
             stdin: None,
             stdout: logs.clone(),

@@ -75,6 +75,7 @@ fn model_package(dir: &std::path::Path, name: &str, bytes: &[u8]) -> anyhow::Res
         root,
         runtime: Runtime::Onnx,
         handler: "model.onnx".into(),
+        opt_root: None,
     })
 }
 

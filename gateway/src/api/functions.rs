@@ -158,6 +158,7 @@ async fn take_code(
         root: stored.root.clone(),
         runtime,
         handler: handler.to_owned(),
+        opt_root: None,
     };
     let kind = prepare(state, &code).await?;
     Ok((stored, kind))
@@ -180,7 +181,7 @@ async fn prepare(
 }
 
 /// Where the code comes from: a zip in the request, or an S3 object.
-fn code_source(code: &CodeInput) -> Result<packages::Source, ApiError> {
+pub(crate) fn code_source(code: &CodeInput) -> Result<packages::Source, ApiError> {
     let from_s3 =
         code.s3_bucket.is_some() || code.s3_key.is_some() || code.s3_object_version.is_some();
     if code.image_uri.is_some() {
@@ -246,12 +247,6 @@ pub async fn create(
                 .into(),
         ));
     }
-    if !req.layers.is_empty() {
-        return Err(ApiError::InvalidParameterValue(
-            "Layers are not supported: include everything the function needs in its package."
-                .into(),
-        ));
-    }
     let (Some(runtime_name), handler) = (req.runtime.as_deref(), req.handler.as_deref()) else {
         return Err(ApiError::InvalidParameterValue(
             "Runtime and Handler are mandatory parameters for functions created with deployment packages.".into(),
@@ -275,12 +270,15 @@ pub async fn create(
         tracing_mode(req.tracing_config.as_ref())?.unwrap_or_else(|| "PassThrough".into());
     let source = code_source(&req.code)?;
 
+    let layers = super::layers::function_layers(&state, &caller.account_id, &req.layers).await?;
+
     if state.catalog.function(&caller.account_id, &name).is_some() {
         return Err(ApiError::ResourceConflict(format!(
             "Function already exist: {name}"
         )));
     }
     let (stored, kind) = take_code(&state, source, runtime, &handler).await?;
+    super::layers::lay_out_function_layers(&state, runtime, &stored.digest, &layers).await?;
     let config = VersionConfig {
         runtime: runtime.as_str().to_owned(),
         handler,
@@ -303,6 +301,7 @@ pub async fn create(
             .and_then(|l| l.log_format)
             .unwrap_or_else(|| "Text".into()),
         kms_key_arn: req.kms_key_arn,
+        layers,
     };
     let entry = state
         .catalog
@@ -561,6 +560,7 @@ pub async fn update_code(
     }
     let runtime = validate::runtime(&config.runtime)?;
     let (stored, kind) = take_code(&state, source, runtime, &config.handler).await?;
+    super::layers::lay_out_function_layers(&state, runtime, &stored.digest, &config.layers).await?;
     if req.dry_run {
         config.code_sha256 = stored.digest;
         config.code_size = stored.size;
@@ -639,12 +639,15 @@ pub async fn update_configuration(
     if let Some(e) = req.ephemeral_storage {
         config.ephemeral_storage = validate::ephemeral_storage(e.size)?;
     }
-    if req.layers.is_some_and(|l| !l.is_empty()) {
-        return Err(ApiError::InvalidParameterValue(
-            "Layers are not supported: include everything the function needs in its package."
-                .into(),
-        ));
-    }
+    let layers_changed = match &req.layers {
+        Some(arns) => {
+            let layers = super::layers::function_layers(&state, &caller.account_id, arns).await?;
+            let changed = layers != config.layers;
+            config.layers = layers;
+            changed
+        }
+        None => false,
+    };
     if let Some(d) = req.dead_letter_config {
         config.dead_letter_target = d.target_arn.filter(|t| !t.is_empty());
     }
@@ -684,8 +687,19 @@ pub async fn update_configuration(
             root,
             runtime,
             handler: config.handler.clone(),
+            opt_root: None,
         };
         config.guest_kind = prepare(&state, &code).await?.as_str().to_owned();
+    }
+    if layers_changed || runtime_changed {
+        let runtime = validate::runtime(&config.runtime)?;
+        super::layers::lay_out_function_layers(
+            &state,
+            runtime,
+            &config.code_sha256,
+            &config.layers,
+        )
+        .await?;
     }
     state
         .apply_latest(&r.entry, req.revision_id.as_deref(), config, false)
@@ -769,6 +783,18 @@ pub async fn code_zip(State(state): State<AppState>, Path(file): Path<String>) -
             .chain(f.versions.values())
             .any(|v| v.config.code_sha256 == digest)
     });
+    // A layer version's package, or one a function keeps after its layer version was
+    // deleted.
+    let deployed = deployed
+        || state.catalog.all_functions().iter().any(|f| {
+            std::iter::once(&f.latest)
+                .chain(f.versions.values())
+                .any(|v| v.config.layers.iter().any(|l| l.code_sha256 == digest))
+        })
+        || match state.layers.has_digest(&digest).await {
+            Ok(published) => published,
+            Err(e) => return ApiError::service(e.to_string()).into_response(),
+        };
     if !deployed {
         return no_package();
     }

@@ -8,6 +8,7 @@ pub mod event_configs;
 pub mod function_urls;
 pub mod functions;
 pub mod invoke;
+pub mod layers;
 pub mod policy;
 pub mod provisioned;
 pub mod quality;
@@ -32,6 +33,10 @@ pub fn routes() -> Router<AppState> {
     let code_upload = Router::new()
         .route("/2015-03-31/functions", post(f::create).get(f::list))
         .route("/2015-03-31/functions/{name}/code", put(f::update_code))
+        .route(
+            "/2018-10-31/layers/{layer}/versions",
+            post(layers::publish).get(layers::list_versions),
+        )
         .layer(DefaultBodyLimit::max(MAX_CREATE_REQUEST));
 
     let invocations = Router::new()
@@ -131,6 +136,12 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/2015-03-31/functions/{name}/policy/{statement_id}",
             axum::routing::delete(policy::remove_permission),
+        )
+        .route("/2018-10-31/layers", get(layers::list_or_find))
+        .route("/2018-10-31/layers/", get(layers::list_or_find))
+        .route(
+            "/2018-10-31/layers/{layer}/versions/{version}",
+            get(layers::get).delete(layers::delete),
         )
         .route("/lamina/code/{file}", get(f::code_zip))
         .route("/lamina/status", get(crate::observe::status))

@@ -29,6 +29,20 @@ pub struct VersionConfig {
     pub snap_start: bool,
     pub log_format: String,
     pub kms_key_arn: Option<String>,
+    /// The layers mounted under `/opt`, in order. A version keeps its layers' packages
+    /// even after their layer versions are deleted, as Lambda keeps a copy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<FunctionLayer>,
+}
+
+/// One layer of a function version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionLayer {
+    /// The layer version's ARN (`LayerVersionArn`).
+    pub arn: String,
+    /// Lowercase hex SHA-256 of the layer's zip.
+    pub code_sha256: String,
+    pub code_size: u64,
 }
 
 /// One stored version ($LATEST or a number).

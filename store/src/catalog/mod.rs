@@ -34,8 +34,8 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use attachments::QualifierSetting;
 pub use entries::{
-    AliasRecord, EventInvokeConfig, EventInvokeRecord, FunctionEntry, PolicyStatement,
-    ProvisionedRecord, UrlConfigRecord, VersionConfig, VersionRecord,
+    AliasRecord, EventInvokeConfig, EventInvokeRecord, FunctionEntry, FunctionLayer,
+    PolicyStatement, ProvisionedRecord, UrlConfigRecord, VersionConfig, VersionRecord,
 };
 pub use error::{CatalogError, CatalogErrorKind};
 

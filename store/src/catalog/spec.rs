@@ -48,6 +48,12 @@ impl Catalog {
                 // never takes this fallback.
                 runtime: Runtime::parse(&c.runtime).unwrap_or(Runtime::Wasm),
                 handler: c.handler.clone(),
+                opt_root: (!c.layers.is_empty()).then(|| {
+                    let digests: Vec<String> =
+                        c.layers.iter().map(|l| l.code_sha256.clone()).collect();
+                    self.packages_dir
+                        .join(protocol::spec::merged_layers_dir(&digests))
+                }),
             },
             snap_start: c.snap_start,
         }

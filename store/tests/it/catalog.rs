@@ -30,6 +30,7 @@ pub fn config(sha: &str) -> VersionConfig {
         snap_start: false,
         log_format: "Text".into(),
         kms_key_arn: None,
+        layers: Vec::new(),
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod catalog;
 mod concurrency_leases;
+mod layers;
 mod ledger;
 mod membership;
 mod package_blobs;

@@ -28,6 +28,7 @@ fn package(h: &Harness, name: &str, wasm: &[u8]) -> CodePackage {
         root,
         runtime: Runtime::Wasm,
         handler: "function.wasm".into(),
+        opt_root: None,
     }
 }
 

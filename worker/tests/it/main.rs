@@ -81,6 +81,7 @@ impl Harness {
             root,
             runtime: Runtime::Wasm,
             handler: "function.wasm".into(),
+            opt_root: None,
         }
     }
 

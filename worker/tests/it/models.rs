@@ -74,6 +74,7 @@ impl Harness {
             root,
             runtime,
             handler: handler.into(),
+            opt_root: None,
         }
     }
 
