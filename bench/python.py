@@ -11,6 +11,10 @@
    environments held busy at once, per environment, and REPORT's Max Memory Used.
    Baseline: the same for the Rust sleep handler. Target: <= 20 MB per environment.
 4. The size of the runtime component and of its compiled artifact.
+5. SnapStart: the cold start of a published version restored from its snapshot, against
+   the same version's cold start with INIT, on a node whose idle environments stop after
+   0.5 s, so each sample is a new environment of the same version. The handler imports
+   a few modules at INIT (json, a helper module). Target: <= 10 ms from a snapshot.
 
 Every cold start uses a new function of the same package, so the runtime is compiled
 once (that compile is reported apart) and each figure is an environment's own start.
@@ -42,7 +46,7 @@ sys.path.insert(0, str(ROOT / "tests" / "compat"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from cluster_http import wrk, wrk_script  # noqa: E402
-from conftest import ROLE, Lamina, wasm_zip, zip_of  # noqa: E402
+from conftest import ROLE, Lamina, environments_of, wasm_zip, zip_of  # noqa: E402
 
 HELLO = b"def lambda_handler(event, context):\n    return {'hello': event.get('hello')}\n"
 SLEEPER = b"import time\n\ndef lambda_handler(event, context):\n    time.sleep(event['ms'] / 1000)\n    return 'slept'\n"
@@ -85,6 +89,59 @@ def cold_starts(client, prefix, create, count):
         inits.append(init)
         used.append(peak)
     return statistics.median(trips), statistics.median(i for i in inits if i is not None), max(used)
+
+
+SNAP_HANDLER = b"""import json
+import helper
+
+TABLE = {i: str(i) for i in range(10000)}
+
+def lambda_handler(event, context):
+    return {"hello": event.get("hello"), "helper": helper.VALUE, "size": len(TABLE)}
+"""
+
+
+def fresh_starts(node, client, name, qualifier, count):
+    """Client round trip and REPORT's Init or Restore Duration of `count` first invokes
+    of new environments of one version, each after the last one stopped."""
+    trips, starts = [], []
+    for _ in range(count):
+        node.wait_for(lambda: environments_of(node, name) == 0, timeout=30, what="scale to zero")
+        started = time.perf_counter()
+        resp = client.invoke(FunctionName=name, Qualifier=qualifier, Payload=b'{"hello": 1}', LogType="Tail")
+        trips.append((time.perf_counter() - started) * 1000)
+        assert "FunctionError" not in resp, resp["Payload"].read()
+        log = base64.b64decode(resp["LogResult"]).decode()
+        found = re.search(r"(Init|Restore) Duration: ([\d.]+) ms", log)
+        starts.append((found[1], float(found[2])))
+    kinds = {kind for kind, _ in starts}
+    assert len(kinds) == 1, kinds
+    return statistics.median(trips), statistics.median(ms for _, ms in starts), kinds.pop()
+
+
+def snapstart(directory, count):
+    node = Lamina(pathlib.Path(directory) / "snap-node", extra=["--idle-timeout", "0.5"]).start()
+    try:
+        client = node.client()
+        package = zip_of({"lambda_function.py": SNAP_HANDLER, "helper.py": b"VALUE = 'helper'\n"})
+        rows = {}
+        for label, snap in (("INIT (baseline)", "None"), ("SnapStart", "PublishedVersions")):
+            name = f"py-{snap.lower()}"
+            client.create_function(
+                FunctionName=name, Runtime="python3.14", Role=ROLE, Handler="lambda_function.lambda_handler",
+                Code={"ZipFile": package}, MemorySize=128, SnapStart={"ApplyOn": snap},
+            )
+            started = time.perf_counter()
+            version = client.publish_version(FunctionName=name)
+            publish_s = time.perf_counter() - started
+            assert version["SnapStart"]["OptimizationStatus"] == ("On" if snap != "None" else "Off")
+            rows[label] = (*fresh_starts(node, client, name, version["Version"], count), publish_s)
+        print(f"\n5. SnapStart: a published version's new environment, median of {count} "
+              "(client round trip / REPORT's Init or Restore Duration; PublishVersion took)")
+        for label, (trip, start, kind, publish_s) in rows.items():
+            print(f"   {label:18} {trip:8.2f} ms   {kind} {start:7.2f} ms   publish {publish_s:5.1f} s")
+    finally:
+        node.stop()
 
 
 def rss_kb(pid):
@@ -161,6 +218,7 @@ def main():
                   f"with its compiled artifact (compiled in {compile_s:.1f} s)")
         finally:
             node.stop()
+        snapstart(directory, args.cold)
 
 
 if __name__ == "__main__":

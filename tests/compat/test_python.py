@@ -4,6 +4,7 @@ warm invocations, and each of Lambda's Python error bodies word for word.
 """
 
 import base64
+import concurrent.futures
 import json
 import re
 import textwrap
@@ -417,3 +418,113 @@ def test_a_python_handler_runs_the_packages_models_and_agrees_with_scikit_learn(
         assert np.allclose(out["probabilities"], classifier.predict_proba(iris_rows), atol=1e-4)
         assert out["classes"] == ["setosa", "versicolor", "virginica"]
         assert out["models"] == ["model.onnx", "models/iris.onnx"]
+
+
+SNAPSHOT_HANDLER = """
+import logging
+import os
+import random
+import time
+
+import helper
+import layered
+from pkg import sub
+
+logger = logging.getLogger()
+logger.setLevel(logging.INFO)
+print("INIT ran")
+state = {"invocations": 0}
+
+def lambda_handler(event, context):
+    state["invocations"] += 1
+    time.sleep(event.get("sleep", 0))
+    logger.info("handling")
+    print("printed")
+    return {
+        "invocations": state["invocations"],
+        "modules": [helper.VALUE, sub.VALUE, layered.VALUE],
+        "file": helper.__file__,
+        "init_type": os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"],
+        "random": random.random(),
+        "stream": context.log_stream_name,
+    }
+"""
+
+
+def invoke_tail(client, name, qualifier, payload=None):
+    r = client.invoke(FunctionName=name, Qualifier=qualifier, Payload=json.dumps(payload or {}), LogType="Tail")
+    log = base64.b64decode(r["LogResult"]).decode()
+    report = next(line for line in log.splitlines() if line.startswith("REPORT"))
+    return r, json.loads(r["Payload"].read()), log, report
+
+
+def test_snapstart_restores_a_python_version_with_its_modules_imported(client, make_function):
+    layer = client.publish_layer_version(
+        LayerName=unique("snap"), Content={"ZipFile": python_zip({"python/layered.py": "VALUE = 'layer'\n"})}
+    )
+    try:
+        name = deploy(
+            make_function,
+            {
+                "lambda_function.py": SNAPSHOT_HANDLER,
+                "helper.py": "VALUE = 'helper'\n",
+                "pkg/__init__.py": "",
+                "pkg/sub.py": "VALUE = 'sub'\n",
+            },
+            SnapStart={"ApplyOn": "PublishedVersions"},
+            Layers=[layer["LayerVersionArn"]],
+            Timeout=10,
+        )
+        version = client.publish_version(FunctionName=name)
+        assert version["SnapStart"] == {"ApplyOn": "PublishedVersions", "OptimizationStatus": "On"}
+        qualifier = version["Version"]
+
+        r, body, log, report = invoke_tail(client, name, qualifier)
+        assert "FunctionError" not in r, body
+        assert "\tRestore Duration: " in report and "Init Duration" not in report, log
+        assert "INIT ran" not in log, "INIT ran at publish time, not in this environment"
+        assert body["invocations"] == 1 and body["init_type"] == "snap-start"
+        assert body["modules"] == ["helper", "sub", "layer"]
+        assert body["file"] == "/var/task/helper.py"
+        # A handler logging through what INIT set up writes to this invocation's log.
+        assert "printed" in log
+        assert any(LOGGING_LINE.match(line) and line.endswith("\thandling") for line in log.splitlines()), log
+
+        r, warm, log, report = invoke_tail(client, name, qualifier)
+        assert warm["invocations"] == 2 and "Restore Duration" not in report
+
+        # Two environments restored from one snapshot: each its own random state and log
+        # stream.
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            both = list(pool.map(lambda _: invoke_tail(client, name, qualifier, {"sleep": 1.5}), range(2)))
+        bodies = [b for _, b, _, _ in both]
+        assert all("FunctionError" not in r for r, _, _, _ in both), bodies
+        restored = [b for b, (_, _, _, report) in zip(bodies, both) if "Restore Duration" in report]
+        assert restored, "the second concurrent call restored a new environment"
+        assert len({b["random"] for b in bodies}) == 2
+        assert len({b["stream"] for b in bodies}) == 2
+    finally:
+        client.delete_layer_version(LayerName=layer["LayerArn"], VersionNumber=layer["Version"])
+
+
+def test_a_python_init_that_keeps_a_file_open_runs_init_instead_of_restoring(client, make_function):
+    name = deploy(
+        make_function,
+        {
+            "lambda_function.py": """
+                data = open("/var/task/data.txt")
+
+                def lambda_handler(event, context):
+                    data.seek(0)
+                    return data.read()
+            """,
+            "data.txt": "from a file INIT opened",
+        },
+        SnapStart={"ApplyOn": "PublishedVersions"},
+    )
+    qualifier = client.publish_version(FunctionName=name)["Version"]
+    r, body, log, report = invoke_tail(client, name, qualifier)
+    assert "FunctionError" not in r, body
+    assert body == "from a file INIT opened"
+    # A snapshot would have kept a handle to a file no restored environment has.
+    assert "\tInit Duration: " in report and "Restore Duration" not in report

@@ -1,7 +1,7 @@
 //! Per-store host state: the guest's WASI view of the world, its models, its resource
 //! limits and the deadline the epoch callback enforces.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -151,6 +151,9 @@ pub(crate) struct HostState {
     nn: WasiNnCtx,
     /// The models this environment may load by name, for `lamina:function/models`.
     models: Arc<ModelTable>,
+    /// The roots `lamina:function/task-files` reads under: `/var/task` and `/opt`.
+    task_root: PathBuf,
+    opt_root: Option<PathBuf>,
     pub(crate) limiter: GuestLimiter,
     /// When the running call must stop; checked on every epoch tick.
     pub(crate) deadline: Instant,
@@ -159,6 +162,19 @@ pub(crate) struct HostState {
 impl HostState {
     pub(crate) fn nn(&mut self) -> WasiNnView<'_> {
         WasiNnView::new(&mut self.table, &mut self.nn)
+    }
+
+    /// Whether the guest holds host resources (files, streams, graphs, ...): a snapshot
+    /// would keep the guest's handles to them but not the resources.
+    pub(crate) fn holds_resources(&self) -> bool {
+        !self.table.is_empty()
+    }
+}
+
+impl crate::task_files::bindings::lamina::function::task_files::Host for HostState {
+    fn read(&mut self, path: String) -> Option<Vec<u8>> {
+        let file = crate::task_files::resolve(&path, &self.task_root, self.opt_root.as_deref())?;
+        crate::task_files::read(&file)
     }
 }
 
@@ -249,6 +265,8 @@ pub(crate) fn component_state(
     allowed_hosts: &[String],
     models: GuestModels<'_>,
 ) -> wasmtime::Result<HostState> {
+    let task_root = io.code.root.clone();
+    let opt_root = io.code.opt_root.clone();
     Ok(HostState {
         wasi: wasi_builder(io)?.build(),
         table: ResourceTable::new(),
@@ -258,6 +276,8 @@ pub(crate) fn component_state(
         },
         nn: nn::context(models.cache, models.table),
         models: models.table.clone(),
+        task_root,
+        opt_root,
         limiter,
         deadline: Instant::now(),
     })

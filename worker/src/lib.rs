@@ -22,6 +22,7 @@ mod models;
 mod nn;
 mod scratch;
 mod snapshot;
+mod task_files;
 
 use std::sync::Arc;
 
@@ -100,6 +101,11 @@ impl Worker {
             &mut component_linker,
             |s: &mut host::HostState| s,
         )
+        .map_err(link)?;
+        task_files::bindings::lamina::function::task_files::add_to_linker::<
+            _,
+            wasmtime::component::HasSelf<_>,
+        >(&mut component_linker, |s: &mut host::HostState| s)
         .map_err(link)?;
         let mut core_linker = wasmtime::Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut core_linker, |s: &mut host::CoreState| {
@@ -251,7 +257,7 @@ impl Worker {
         prepared: &code::Prepared,
         models: &[models::ModelRef],
     ) -> Result<(Arc<code::Prepared>, Option<SnapshotInfo>), SnapshotError> {
-        if spec.code.runtime != Runtime::Wasm || prepared.kind != GuestKind::Handler {
+        if spec.code.runtime == Runtime::Onnx || prepared.kind != GuestKind::Handler {
             return Err(SnapshotError::Unsupported(
                 "SnapStart applies to handler components; this guest has no INIT to capture".into(),
             ));

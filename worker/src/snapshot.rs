@@ -5,9 +5,12 @@
 //! it.
 //!
 //! What a snapshot captures is guest memory and globals. What the host holds for a guest
-//! (open files, the `/tmp` of the environment that ran INIT, wasi-nn graphs) is not in
-//! it: as on Lambda, INIT of a SnapStart function must not leave such state behind for
-//! the handler. Packages with models loaded through wasi-nn are not snapshotted.
+//! (open files, streams, the `/tmp` of the environment that ran INIT, wasi-nn graphs) is
+//! not in it: as on Lambda, INIT of a SnapStart function must not leave such state behind
+//! for the handler. A Python handler that still holds a host resource when INIT ends is
+//! not snapshotted (its handle would dangle in every restore), nor is a package with
+//! models loaded through wasi-nn. The Python runtime imports the handler's modules through
+//! `lamina:function/task-files` during such an INIT, so its C library opens no file.
 //!
 //! Snapshots are keyed by everything INIT can observe (code, handler, layers, environment) and
 //! kept as precompiled artifacts, so a restarted node reuses them.
@@ -25,6 +28,10 @@ use crate::capture::Capture;
 use crate::code::{self, CodeCache, Prepared};
 use crate::failure::Failure;
 use crate::host::{self, GuestIo, GuestLimiter, GuestModels, guarded_store};
+
+/// What compiling the instrumented guest may add to INIT's bound when a snapshot is taken
+/// (the Python runtime's component takes seconds).
+const SNAPSHOT_COMPILE_ALLOWANCE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The handler world's `init`, called as Wizer's initialisation function.
 const INIT_CALL: &str = "lamina:function/handler.init@0.1.0()";
@@ -139,8 +146,11 @@ async fn take(
 ) -> Result<(Arc<Prepared>, SnapshotInfo), SnapshotError> {
     let platform =
         |what: &str, e: &dyn std::fmt::Display| SnapshotError::Platform(format!("{what}: {e}"));
-    let path = code::handler_path(&spec.code.root, &spec.code.handler)
-        .map_err(|e| platform("locating the handler", &e))?;
+    let path = match shared.config.runtime_path(spec.code.runtime) {
+        Some(runtime) => runtime,
+        None => code::handler_path(&spec.code.root, &spec.code.handler)
+            .map_err(|e| platform("locating the handler", &e))?,
+    };
     let wasm = tokio::fs::read(&path)
         .await
         .map_err(|e| platform("reading the handler", &e))?;
@@ -169,7 +179,9 @@ async fn take(
     )
     .map_err(|e| platform("building the guest context", &e))?;
     let mut store = guarded_store(&shared.engine, state);
-    let timeout = shared.config.init_timeout;
+    // Compiling the instrumented guest happens within this bound too: INIT that ends in
+    // a snapshot may take longer than an environment's, as on Lambda.
+    let timeout = shared.config.init_timeout + SNAPSHOT_COMPILE_ALLOWANCE;
     store.data_mut().deadline = Instant::now() + timeout;
 
     let mut wizer = wasmtime_wizer::Wizer::new();
@@ -199,6 +211,15 @@ async fn take(
     let init_duration = started.elapsed();
     if let Some(Val::Result(Err(Some(error)))) = results.first() {
         return Err(SnapshotError::Init(guest_error(error)));
+    }
+    // A Wasm guest's own code decides what its INIT leaves open and uses later; the
+    // Python runtime cannot know what a handler's imports left in the C library.
+    if spec.code.runtime == protocol::Runtime::Python314 && store.data().holds_resources() {
+        return Err(SnapshotError::Unsupported(
+            "INIT left files, streams or models open, which a snapshot cannot keep; \
+             environments of this version run INIT instead"
+                .into(),
+        ));
     }
     drop(store);
     drop(tmp);

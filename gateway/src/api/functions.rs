@@ -113,8 +113,8 @@ fn snap_start(input: Option<&SnapStartInput>) -> Result<Option<bool>, ApiError> 
     }
 }
 
-/// SnapStart captures a guest's INIT; the `onnx` runtime's INIT is a model the node
-/// already loads once and shares.
+/// SnapStart captures a guest's INIT (a Python handler's imports too); the `onnx`
+/// runtime's INIT is a model the node already loads once and shares.
 fn check_snap_start(runtime: protocol::Runtime, snap_start: bool) -> Result<(), ApiError> {
     if !snap_start {
         return Ok(());
@@ -123,12 +123,7 @@ fn check_snap_start(runtime: protocol::Runtime, snap_start: bool) -> Result<(), 
         protocol::Runtime::Onnx => Err(ApiError::InvalidParameterValue(
             "SnapStart is not supported for runtime onnx: its model is loaded once per node and shared by every environment, so they already start without loading it.".into(),
         )),
-        // A snapshot of the interpreter would keep the file handles its INIT opened,
-        // which a restored environment cannot use.
-        protocol::Runtime::Python314 => Err(ApiError::InvalidParameterValue(
-            "SnapStart is not supported for runtime python3.14 in Lamina yet: create the function without SnapStart.".into(),
-        )),
-        protocol::Runtime::Wasm => Ok(()),
+        protocol::Runtime::Python314 | protocol::Runtime::Wasm => Ok(()),
     }
 }
 

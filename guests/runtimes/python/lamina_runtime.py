@@ -11,12 +11,21 @@ errorType and `error-message` is a JSON object carrying the rest of Lambda's err
 
 This module's top level runs once when the runtime is built, not per environment:
 nothing here may read the environment, the clock or the file system at import time.
+
+Under SnapStart the host snapshots the interpreter when `init` returns, and restores that
+snapshot in every environment of the version. A WASI handle the C library kept from INIT
+(a file, stdout's stream) would dangle there, so such an INIT opens none: the handler's
+modules are read through the host (`task-files`), what it prints stays in memory, and
+the first invocation of a restored environment reseeds `random`.
 """
 
 import importlib
+import importlib.machinery
+import io
 import json
 import logging
 import os
+import random
 import sys
 import time
 import traceback
@@ -24,6 +33,7 @@ import uuid
 
 from componentize_py_types import Err
 from wit_world import exports
+from wit_world.imports import task_files
 from wit_world.imports.types import Error
 
 # Imported while the runtime is built, so that they exist in it: the standard library
@@ -146,6 +156,71 @@ def set_import_paths():
     sys.path[:0] = [p for p in paths if p not in sys.path]
 
 
+class HostFileLoader:
+    """Runs a module whose source the host read (see `HostFileFinder`)."""
+
+    def __init__(self, path, source):
+        self.path = path
+        self.source = source
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        exec(compile(self.source, self.path, "exec", dont_inherit=True), module.__dict__)
+
+
+class HostFileFinder:
+    """Finds the handler's modules (plain modules and regular packages) in /var/task and
+    /opt through the host, so that a SnapStart INIT imports them without opening a file."""
+
+    @staticmethod
+    def find_spec(fullname, path=None, target=None):
+        name = fullname.rpartition(".")[2]
+        for root in path if path is not None else sys.path:
+            if not isinstance(root, str) or not (
+                root == TASK_ROOT or root.startswith((TASK_ROOT + "/", "/opt/"))
+            ):
+                continue
+            base = f"{root.rstrip('/')}/{name}"
+            for file, is_package in ((f"{base}/__init__.py", True), (f"{base}.py", False)):
+                source = task_files.read(file)
+                if source is None:
+                    continue
+                spec = importlib.machinery.ModuleSpec(
+                    fullname, HostFileLoader(file, source), origin=file, is_package=is_package
+                )
+                spec.has_location = True
+                if is_package:
+                    spec.submodule_search_locations = [base]
+                return spec
+        return None
+
+
+class HeldOutput:
+    """sys.stdout or sys.stderr during a SnapStart INIT: kept in memory, then the real
+    stream from the first invocation of a restored environment on, so whoever took a
+    reference to it at INIT (a logging handler) writes to the real stream then. What INIT
+    printed is not replayed in every restored environment: as for every SnapStart guest,
+    the snapshot's INIT output is not kept."""
+
+    def __init__(self, real):
+        self.real = real
+        self.target = io.StringIO()
+
+    def write(self, text):
+        return self.target.write(text)
+
+    def flush(self):
+        self.target.flush()
+
+    def release(self):
+        self.target = self.real
+
+    def __getattr__(self, name):
+        return getattr(self.target, name)
+
+
 def split_handler(handler):
     """`pkg/mod.fn` or `pkg.mod.fn` into the module's dotted name and the function's."""
     try:
@@ -190,19 +265,27 @@ def flush():
             pass
 
 
+def new_log_stream_name():
+    version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+    return time.strftime("%Y/%m/%d/", time.gmtime()) + f"[{version}]" + uuid.uuid4().hex
+
+
 class Handler(exports.Handler):
     function = None
     log_stream_name = ""
+    # The outputs held during a SnapStart INIT, released by the first invocation.
+    held = []
 
     def init(self):
+        snapshot = os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "snap-start"
         try:
+            if snapshot:
+                Handler.held = [HeldOutput(sys.stdout), HeldOutput(sys.stderr)]
+                sys.stdout, sys.stderr = Handler.held
+                sys.meta_path.insert(0, HostFileFinder)
             configure_logging()
             set_import_paths()
-            version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            Handler.log_stream_name = os.environ.get(
-                "AWS_LAMBDA_LOG_STREAM_NAME",
-                time.strftime("%Y/%m/%d/", time.gmtime()) + f"[{version}]" + uuid.uuid4().hex,
-            )
+            Handler.log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME", new_log_stream_name())
             os.environ["AWS_LAMBDA_LOG_STREAM_NAME"] = Handler.log_stream_name
             Handler.function = load_handler(os.environ.get("_HANDLER", ""))
         except LambdaError as e:
@@ -211,9 +294,25 @@ class Handler(exports.Handler):
         except BaseException as e:
             flush()
             raise error_of(e).to_wit()
+        finally:
+            if snapshot:
+                sys.meta_path.remove(HostFileFinder)
         flush()
 
+    @staticmethod
+    def restored():
+        """The first invocation of an environment restored from a snapshot: its own log
+        stream and random state, and the real stdout and stderr."""
+        held, Handler.held = Handler.held, []
+        random.seed()
+        Handler.log_stream_name = new_log_stream_name()
+        os.environ["AWS_LAMBDA_LOG_STREAM_NAME"] = Handler.log_stream_name
+        for output in held:
+            output.release()
+
     def handle(self, event, context):
+        if Handler.held:
+            Handler.restored()
         RequestIdFilter.request_id = context.request_id
         try:
             payload = json.loads(event) if event.strip() else {}
