@@ -22,3 +22,6 @@ CREATE TABLE layer_versions (
     created_at_ms BIGINT NOT NULL,
     PRIMARY KEY (account_id, layer_name, version)
 );
+
+-- Whether a package is some layer version's, for the code download.
+CREATE INDEX layer_versions_by_code ON layer_versions (code_sha256);

@@ -513,6 +513,7 @@ def test_a_python_init_that_keeps_a_file_open_runs_init_instead_of_restoring(cli
         {
             "lambda_function.py": """
                 data = open("/var/task/data.txt")
+                print("INIT opened the file")
 
                 def lambda_handler(event, context):
                     data.seek(0)
@@ -528,3 +529,5 @@ def test_a_python_init_that_keeps_a_file_open_runs_init_instead_of_restoring(cli
     assert body == "from a file INIT opened"
     # A snapshot would have kept a handle to a file no restored environment has.
     assert "\tInit Duration: " in report and "Restore Duration" not in report
+    # The environment ran INIT as without SnapStart, its output in the log.
+    assert "INIT opened the file" in log, log

@@ -30,6 +30,8 @@ pub(crate) struct Prepared {
     pub(crate) kind: GuestKind,
     pub(crate) compiled: Compiled,
     pub(crate) artifact_bytes: u64,
+    /// What it was compiled from: the guest binary's SHA-256, or a snapshot's key.
+    pub(crate) source: String,
 }
 
 type PackageKey = (String, String, Runtime);
@@ -200,6 +202,7 @@ impl CodeCache {
             kind,
             compiled,
             artifact_bytes,
+            source: wasm_digest.to_owned(),
         })
     }
 
@@ -241,7 +244,10 @@ impl CodeCache {
             .await
             .ok()?;
         match loaded {
-            Ok(Loaded::Component(c)) => self.prepared_component(&c, &artifact).ok().map(Arc::new),
+            Ok(Loaded::Component(c)) => self
+                .prepared_component(&c, &artifact, key)
+                .ok()
+                .map(Arc::new),
             Ok(Loaded::Module(_)) => None,
             Err(e) => {
                 tracing::warn!(artifact = %artifact.display(), error = %e, "discarding unusable snapshot");
@@ -263,7 +269,7 @@ impl CodeCache {
             .bounded(move || load_or_compile(&engine, &bytes, &path, true))
             .await?;
         match loaded {
-            Loaded::Component(c) => self.prepared_component(&c, &artifact).map(Arc::new),
+            Loaded::Component(c) => self.prepared_component(&c, &artifact, key).map(Arc::new),
             Loaded::Module(_) => Err(PrepareError::Platform(
                 "a snapshot compiled to a core module".into(),
             )),
@@ -274,12 +280,14 @@ impl CodeCache {
         &self,
         component: &Component,
         artifact: &Path,
+        key: &str,
     ) -> Result<Prepared, PrepareError> {
         let (kind, compiled) = self.pre_component(component)?;
         Ok(Prepared {
             kind,
             compiled,
             artifact_bytes: std::fs::metadata(artifact).map(|m| m.len()).unwrap_or(0),
+            source: key.to_owned(),
         })
     }
 

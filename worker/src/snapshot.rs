@@ -49,10 +49,16 @@ pub(crate) struct Snapshots {
     taking: tokio::sync::Mutex<()>,
 }
 
-/// Everything INIT of `spec` can observe, hashed.
-fn snapshot_key(spec: &SharedSpec) -> String {
+/// Tells the Python runtime its INIT ends in a snapshot (it then keeps INIT from opening
+/// files); set only in the instance the snapshot is taken from, never in the
+/// environments that restore it or run INIT because no snapshot could be taken.
+const SNAPSHOT_INIT_VARIABLE: &str = "LAMINA_SNAPSHOT_INIT";
+
+/// Everything INIT of `spec` can observe, hashed, with the guest binary it runs (a
+/// built-in runtime is not in the package: a new runtime needs a new snapshot).
+fn snapshot_key(spec: &SharedSpec, original: &Prepared) -> String {
     let mut h = Sha256::new();
-    for part in [&spec.code.digest, &spec.code.handler] {
+    for part in [&spec.code.digest, &spec.code.handler, &original.source] {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -106,7 +112,7 @@ impl Snapshots {
         spec: &SharedSpec,
         original: &Prepared,
     ) -> Result<(Arc<Prepared>, Option<SnapshotInfo>), SnapshotError> {
-        let key = snapshot_key(spec);
+        let key = snapshot_key(spec, original);
         if let Some(found) = self.lookup(&key) {
             return found.map(|p| (p, None));
         }
@@ -158,7 +164,10 @@ async fn take(
         .scratch
         .take()
         .map_err(|e| platform("creating /tmp", &e))?;
-    let env = spec.guest_environment(InitializationType::SnapStart);
+    let mut env = spec.guest_environment(InitializationType::SnapStart);
+    if spec.code.runtime == protocol::Runtime::Python314 {
+        env.push((SNAPSHOT_INIT_VARIABLE.into(), "1".into()));
+    }
     let logs = Capture::new(shared.config.max_log_bytes);
     let no_models = Arc::default();
     let state = host::component_state(

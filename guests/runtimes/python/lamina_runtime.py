@@ -12,8 +12,9 @@ errorType and `error-message` is a JSON object carrying the rest of Lambda's err
 This module's top level runs once when the runtime is built, not per environment:
 nothing here may read the environment, the clock or the file system at import time.
 
-Under SnapStart the host snapshots the interpreter when `init` returns, and restores that
-snapshot in every environment of the version. A WASI handle the C library kept from INIT
+Under SnapStart the host snapshots the interpreter when `init` returns (it sets
+LAMINA_SNAPSHOT_INIT in that instance only), and restores that snapshot in every
+environment of the version. A WASI handle the C library kept from INIT
 (a file, stdout's stream) would dangle there, so such an INIT opens none: the handler's
 modules are read through the host (`task-files`), what it prints stays in memory, and
 the first invocation of a restored environment reseeds `random`.
@@ -166,8 +167,17 @@ class HostFileLoader:
     def create_module(self, spec):
         return None
 
+    def get_data(self, path):
+        """For `pkgutil.get_data` and `importlib.resources` on a package read this way."""
+        data = task_files.read(path)
+        if data is None:
+            raise FileNotFoundError(path)
+        return data
+
     def exec_module(self, module):
-        exec(compile(self.source, self.path, "exec", dont_inherit=True), module.__dict__)
+        # The source is not kept: the snapshot would carry it into every environment.
+        source, self.source = self.source, None
+        exec(compile(source, self.path, "exec", dont_inherit=True), module.__dict__)
 
 
 class HostFileFinder:
@@ -218,7 +228,10 @@ class HeldOutput:
         self.target = self.real
 
     def __getattr__(self, name):
-        return getattr(self.target, name)
+        # Anything but writing (encoding, buffer, reconfigure) is the real stream's; a
+        # write through it during INIT opens the stream, and the host then takes no
+        # snapshot rather than a broken one.
+        return getattr(self.real, name)
 
 
 def split_handler(handler):
@@ -277,7 +290,9 @@ class Handler(exports.Handler):
     held = []
 
     def init(self):
-        snapshot = os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "snap-start"
+        # Set by the host only in the instance a snapshot is taken from; restored
+        # environments must not see it.
+        snapshot = os.environ.pop("LAMINA_SNAPSHOT_INIT", None) == "1"
         try:
             if snapshot:
                 Handler.held = [HeldOutput(sys.stdout), HeldOutput(sys.stderr)]
@@ -295,7 +310,7 @@ class Handler(exports.Handler):
             flush()
             raise error_of(e).to_wit()
         finally:
-            if snapshot:
+            if HostFileFinder in sys.meta_path:
                 sys.meta_path.remove(HostFileFinder)
         flush()
 
