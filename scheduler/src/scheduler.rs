@@ -245,6 +245,13 @@ impl Scheduler {
     /// The pool serving `spec`, registered on first use. `key` identifies one immutable
     /// spec (function version and revision); a new revision gets a new pool.
     pub fn pool_for(&self, key: &PoolKey, spec: &SharedSpec) -> PoolId {
+        if let Some(id) = lock(&self.inner.registry).by_key.get(key) {
+            return *id;
+        }
+        // A pool is visible in the registry only once the core knows it, or a concurrent
+        // first invocation would find its id and be told the version is gone. The core's
+        // lock is taken first, in the order every other path takes both.
+        let mut core = lock(&self.inner.core);
         let mut reg = lock(&self.inner.registry);
         if let Some(id) = reg.by_key.get(key) {
             return *id;
@@ -267,8 +274,7 @@ impl Scheduler {
                 init_type,
             },
         );
-        drop(reg);
-        lock(&self.inner.core).add_pool(id, function);
+        core.add_pool(id, function);
         id
     }
 

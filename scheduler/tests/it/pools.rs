@@ -169,3 +169,39 @@ async fn provisioned_concurrency_fills_the_pool_before_any_invoke() {
     h.scheduler.tick();
     assert_eq!(h.fake.live(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_invocations_of_a_version_all_find_its_pool() {
+    // The first invocations of a version register its pool; those that arrive while it is
+    // being registered must find it whole, never an id the scheduler does not know yet.
+    const FUNCTIONS: usize = 400;
+    const CALLERS: usize = 6;
+    let room = (FUNCTIONS * CALLERS) as u32;
+    let h = std::sync::Arc::new(
+        Harness::new(Limits {
+            account_concurrency: room,
+            burst_limit: room,
+            max_environments: room as usize,
+            ..Limits::default()
+        })
+        .await,
+    );
+    for f in 0..FUNCTIONS {
+        h.function(&format!("f{f}"), config()).await;
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(FUNCTIONS * CALLERS));
+    let calls: Vec<_> = (0..FUNCTIONS * CALLERS)
+        .map(|i| {
+            let (h, barrier) = (h.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                h.invoke(&format!("f{}", i % FUNCTIONS), &format!("r{i}"))
+                    .await
+            })
+        })
+        .collect();
+    for call in calls {
+        let outcome = call.await.unwrap();
+        assert!(outcome.is_ok(), "{outcome:?}");
+    }
+}
