@@ -68,7 +68,7 @@ def main():
             model,
         )
         rows.append((
-            f"MLP, {rows_per_request} row(s) per request, vs tract directly",
+            f"MLP, {rows_per_request} {'row' if rows_per_request == 1 else 'rows'} per request, vs tract directly",
             f"{found[1]} vs {found[2]} us/row", f"{found[3]}x", "<= 1.5x",
         ))
     baseline = re.search(r"idle baseline RSS ([\d.]+) MB", scale)

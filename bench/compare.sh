@@ -8,9 +8,10 @@
 #   MLP in a function, 1 and 100 rows per request   vs tract directly            model-bench
 #   RSS after 1,000 environments scale to zero      vs the idle node             bench/scale_to_zero.py
 #   raw instantiation (pooling, CoW)                                             worker-bench
-# It builds what it needs: the release binaries, the guests, the benchmark venv's
-# packages, and wasmtime-cli 48.0.8 (`cargo install --locked`) when `wasmtime` is
-# missing or another version. Every load is wrk on 127.0.0.1, bounded in time.
+# It builds what it needs: the release binaries, the benchmark venv's packages, and
+# wasmtime-cli 48.0.8 (`cargo install --locked`) when `wasmtime` is missing or another
+# version; bench/http.sh, which runs first, builds the guests the others use. Every
+# load is wrk on 127.0.0.1, bounded in time.
 # Usage: bench/compare.sh [duration=10s] [connections=32]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +25,6 @@ if [[ "$(wasmtime --version 2>/dev/null)" != "wasmtime 48.0.8"* ]]; then
   cargo install wasmtime-cli --version 48.0.8 --locked
 fi
 cargo build --release -q --locked -p lamina -p bench
-guests/build.sh >/dev/null
 
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
