@@ -6,7 +6,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use protocol::{InvocationResult, InvocationType, LedgerRecord, Outcome, Price, Response};
-use store::{LogRecord, Spool, SpoolEntry};
+use store::{LoggedInvocation, Spool, SpoolEntry};
 
 /// Largest model response kept for joining with ground truth; a bigger one (a large
 /// batch with class probabilities) is not scored.
@@ -99,26 +99,22 @@ impl Recorder {
         }
     }
 
-    /// Spools the invocation's ledger row and log (with the response of a model
-    /// function); when this returns, both survive a crash of the process.
+    /// Spools the invocation's ledger row with its log (and the response of a model
+    /// function) as one entry; when this returns, it survives a crash of the process.
     pub fn record(
         &self,
         meta: &InvocationMeta,
         result: &InvocationResult,
     ) -> std::io::Result<LedgerRecord> {
-        let ledger = self.ledger_record(meta, result);
-        let log = LogRecord {
-            request_id: result.request_id.clone(),
-            attempt: meta.attempt,
-            account_id: meta.account_id.clone(),
-            function_name: meta.function_name.clone(),
-            version: result.version.clone(),
-            logged_at_us: micros(result.ended_at),
+        let entry = SpoolEntry::LoggedInvocation(LoggedInvocation {
+            record: self.ledger_record(meta, result),
             log_text: result.log.clone(),
             prediction: meta.keeps_prediction.then(|| prediction(result)).flatten(),
+        });
+        self.spool.append(std::slice::from_ref(&entry))?;
+        let SpoolEntry::LoggedInvocation(logged) = entry else {
+            unreachable!("built above as a logged invocation")
         };
-        self.spool
-            .append(&[SpoolEntry::Invocation(ledger.clone()), SpoolEntry::Log(log)])?;
-        Ok(ledger)
+        Ok(logged.record)
     }
 }

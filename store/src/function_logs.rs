@@ -1,5 +1,5 @@
-//! Function logs as the ledger stored them, read back per function within one account,
-//! and their retention.
+//! Function logs as the ledger stored them (in each invocation's row), read back per
+//! function within one account, and their retention.
 
 use sqlx::Row;
 
@@ -30,10 +30,11 @@ pub struct LogQuery<'a> {
 /// The oldest matching entries first, at most `limit`.
 pub async fn read(db: &Db, q: &LogQuery<'_>) -> Result<Vec<LogEntry>, StoreError> {
     let rows = sqlx::query(
-        "SELECT request_id, attempt, function_name, version, logged_at_us, log_text \
-         FROM function_logs \
-         WHERE account_id = $1 AND function_name = $2 AND logged_at_us > $3 \
-         ORDER BY logged_at_us, request_id, attempt LIMIT $4",
+        "SELECT request_id, attempt, function_name, executed_version, ended_at_us, log_text \
+         FROM invocations \
+         WHERE account_id = $1 AND function_name = $2 AND ended_at_us > $3 \
+         AND log_text IS NOT NULL \
+         ORDER BY ended_at_us, request_id, attempt LIMIT $4",
     )
     .bind(q.account_id)
     .bind(q.function_name)
@@ -47,19 +48,23 @@ pub async fn read(db: &Db, q: &LogQuery<'_>) -> Result<Vec<LogEntry>, StoreError
                 request_id: r.try_get("request_id")?,
                 attempt: r.try_get::<i64, _>("attempt")? as u32,
                 function_name: r.try_get("function_name")?,
-                version: r.try_get("version")?,
-                logged_at_us: r.try_get("logged_at_us")?,
+                version: r.try_get("executed_version")?,
+                logged_at_us: r.try_get("ended_at_us")?,
                 text: r.try_get("log_text")?,
             })
         })
         .collect()
 }
 
-/// Deletes logs older than `before_us`; returns how many went.
+/// Clears logs (and the predictions kept with them) older than `before_us`, keeping the
+/// billing rows; returns how many were cleared.
 pub async fn expire(db: &Db, before_us: i64) -> Result<u64, StoreError> {
-    let done = sqlx::query("DELETE FROM function_logs WHERE logged_at_us < $1")
-        .bind(before_us)
-        .execute(db.pool())
-        .await?;
+    let done = sqlx::query(
+        "UPDATE invocations SET log_text = NULL, prediction = NULL \
+         WHERE log_text IS NOT NULL AND ended_at_us < $1",
+    )
+    .bind(before_us)
+    .execute(db.pool())
+    .await?;
     Ok(done.rows_affected())
 }

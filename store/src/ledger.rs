@@ -7,6 +7,8 @@
 //!   entry, each written with a single `write` so a killed process leaves whole lines.
 //!   It is what makes "no completed invocation is lost across kill -9" true: the line is
 //!   in the kernel's page cache before the response leaves.
+//! - An invocation is one line and one database row: its billing record and its log
+//!   together, so the writer inserts one row per invocation.
 //! - The writer reads segments oldest first and inserts batches keyed by
 //!   `(request_id, attempt)` with `ON CONFLICT DO NOTHING`, so replaying a segment after
 //!   a crash never bills twice. A segment is deleted once rotated and fully inserted.
@@ -26,7 +28,8 @@ use tokio::sync::Notify;
 
 use crate::db::{Backend, Db, StoreError};
 
-/// One invocation's log text, kept for `lamina logs` with bounded retention.
+/// An invocation's log as spools written before logs moved into the ledger row hold it:
+/// a line of its own after the invocation's, replayed as an update of that row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogRecord {
     pub request_id: String,
@@ -41,12 +44,36 @@ pub struct LogRecord {
     pub prediction: Option<String>,
 }
 
-/// What the spool holds.
+/// An invocation's whole ledger row: what it is billed, and its log (START/END/REPORT
+/// and the guest's output), kept for `lamina logs` with bounded retention.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoggedInvocation {
+    pub record: LedgerRecord,
+    pub log_text: String,
+    /// A model function's response, kept to be joined with ground truth later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction: Option<String>,
+}
+
+/// What the spool holds: one line per invocation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SpoolEntry {
+    LoggedInvocation(LoggedInvocation),
+    /// A billing row without a log.
     Invocation(LedgerRecord),
+    /// Only in spools written before logs moved into the ledger row.
     Log(LogRecord),
+}
+
+impl SpoolEntry {
+    fn ended_at_us(&self) -> Option<i64> {
+        match self {
+            SpoolEntry::LoggedInvocation(l) => Some(l.record.ended_at_us),
+            SpoolEntry::Invocation(r) => Some(r.ended_at_us),
+            SpoolEntry::Log(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -171,8 +198,8 @@ impl Spool {
         for entry in entries {
             serde_json::to_writer(&mut buf, entry).map_err(std::io::Error::other)?;
             buf.push(b'\n');
-            if let SpoolEntry::Invocation(r) = entry {
-                oldest = oldest.min(r.ended_at_us);
+            if let Some(ended_at_us) = entry.ended_at_us() {
+                oldest = oldest.min(ended_at_us);
             }
         }
         {
@@ -441,47 +468,46 @@ fn values_clause(backend: Backend, rows: usize, columns: usize) -> String {
     sql
 }
 
-const INVOCATION_COLUMNS: usize = 22;
-const LOG_COLUMNS: usize = 8;
+const INVOCATION_COLUMNS: usize = 24;
 
-/// Inserts entries idempotently, in one transaction.
+/// Inserts entries idempotently, in one transaction: one row per invocation.
 pub async fn insert_entries(db: &Db, entries: &[SpoolEntry]) -> Result<(), StoreError> {
     let mut tx = db.pool().begin().await?;
-    let invocations: Vec<&LedgerRecord> = entries
+    let rows: Vec<(&LedgerRecord, Option<&str>, Option<&str>)> = entries
         .iter()
         .filter_map(|e| match e {
-            SpoolEntry::Invocation(r) => Some(r),
+            SpoolEntry::LoggedInvocation(l) => Some((
+                &l.record,
+                Some(l.log_text.as_str()),
+                l.prediction.as_deref(),
+            )),
+            SpoolEntry::Invocation(r) => Some((r, None, None)),
             SpoolEntry::Log(_) => None,
         })
         .collect();
-    let logs: Vec<&LogRecord> = entries
-        .iter()
-        .filter_map(|e| match e {
-            SpoolEntry::Log(l) => Some(l),
-            SpoolEntry::Invocation(_) => None,
-        })
-        .collect();
     // Each statement stays well under both databases' bind-parameter limits.
-    for chunk in invocations.chunks(1000) {
+    for chunk in rows.chunks(1000) {
         let sql = format!(
             "INSERT INTO invocations (request_id, attempt, account_id, caller_account_id, \
              function_name, executed_version, invocation_type, received_at_us, started_at_us, \
              ended_at_us, init_ms, duration_ms, billed_ms, memory_size_mb, max_memory_used_mb, \
-             gb_seconds, outcome, error_type, start_kind, request_bytes, response_bytes, cost_usd) \
+             gb_seconds, outcome, error_type, start_kind, request_bytes, response_bytes, cost_usd, \
+             log_text, prediction) \
              VALUES {} ON CONFLICT (request_id, attempt) DO NOTHING",
             values_clause(db.backend(), chunk.len(), INVOCATION_COLUMNS)
         );
-        // The statement is built from constants and row counts only; values are bound.
+        // The statement is built from constants and row counts only; values are bound, by
+        // reference: the batch outlives the statement.
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for r in chunk {
+        for (r, log_text, prediction) in chunk {
             q = q
-                .bind(r.request_id.clone())
+                .bind(r.request_id.as_str())
                 .bind(r.attempt as i64)
-                .bind(r.account_id.clone())
-                .bind(r.caller_account_id.clone())
-                .bind(r.function_name.clone())
-                .bind(r.executed_version.clone())
-                .bind(r.invocation_type.clone())
+                .bind(r.account_id.as_str())
+                .bind(r.caller_account_id.as_str())
+                .bind(r.function_name.as_str())
+                .bind(r.executed_version.as_str())
+                .bind(r.invocation_type.as_str())
                 .bind(r.received_at_us)
                 .bind(r.started_at_us)
                 .bind(r.ended_at_us)
@@ -491,34 +517,32 @@ pub async fn insert_entries(db: &Db, entries: &[SpoolEntry]) -> Result<(), Store
                 .bind(r.memory_size_mb as i64)
                 .bind(r.max_memory_used_mb as i64)
                 .bind(r.gb_seconds)
-                .bind(r.outcome.clone())
-                .bind(r.error_type.clone())
-                .bind(r.start_kind.clone())
+                .bind(r.outcome.as_str())
+                .bind(r.error_type.as_deref())
+                .bind(r.start_kind.as_str())
                 .bind(r.request_bytes as i64)
                 .bind(r.response_bytes as i64)
-                .bind(r.cost_usd);
+                .bind(r.cost_usd)
+                .bind(*log_text)
+                .bind(*prediction);
         }
         q.execute(&mut *tx).await?;
     }
-    for chunk in logs.chunks(1000) {
-        let sql = format!(
-            "INSERT INTO function_logs (request_id, attempt, account_id, function_name, version, \
-             logged_at_us, log_text, prediction) VALUES {} ON CONFLICT (request_id, attempt) DO NOTHING",
-            values_clause(db.backend(), chunk.len(), LOG_COLUMNS)
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for l in chunk {
-            q = q
-                .bind(l.request_id.clone())
-                .bind(l.attempt as i64)
-                .bind(l.account_id.clone())
-                .bind(l.function_name.clone())
-                .bind(l.version.clone())
-                .bind(l.logged_at_us)
-                .bind(l.log_text.clone())
-                .bind(l.prediction.clone());
+    // An older spool's log line follows its invocation's line, so the row is there (in
+    // this transaction or an earlier one); a replay finds the log already set.
+    for entry in entries {
+        if let SpoolEntry::Log(l) = entry {
+            sqlx::query(
+                "UPDATE invocations SET log_text = $1, prediction = $2 \
+                 WHERE request_id = $3 AND attempt = $4 AND log_text IS NULL",
+            )
+            .bind(l.log_text.as_str())
+            .bind(l.prediction.as_deref())
+            .bind(l.request_id.as_str())
+            .bind(l.attempt as i64)
+            .execute(&mut *tx)
+            .await?;
         }
-        q.execute(&mut *tx).await?;
     }
     tx.commit().await?;
     Ok(())

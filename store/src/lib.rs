@@ -39,7 +39,9 @@ pub use concurrency_leases::{ConcurrencyLeases, SlotGrant};
 pub use db::{Backend, Db, StoreError, within};
 pub use function_logs::{LogEntry, LogQuery};
 pub use layers::{LayerDraft, LayerVersion, Layers};
-pub use ledger::{LedgerConfig, LedgerStats, LedgerWriter, LogRecord, Spool, SpoolEntry};
+pub use ledger::{
+    LedgerConfig, LedgerStats, LedgerWriter, LogRecord, LoggedInvocation, Spool, SpoolEntry,
+};
 pub use membership::{Membership, NodeLoad, NodeRecord};
 pub use package_blobs::PackageBlobs;
 pub use queue::{AsyncEvent, Orphan, Queue, Settlement};

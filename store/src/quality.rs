@@ -25,7 +25,7 @@ pub async fn prediction(
     request_id: &str,
 ) -> Result<Option<Prediction>, StoreError> {
     let row = sqlx::query(
-        "SELECT function_name, version, prediction FROM function_logs \
+        "SELECT function_name, executed_version, prediction FROM invocations \
          WHERE request_id = $1 AND account_id = $2 AND prediction IS NOT NULL \
          ORDER BY attempt DESC LIMIT 1",
     )
@@ -36,7 +36,7 @@ pub async fn prediction(
     row.map(|r| {
         Ok(Prediction {
             function_name: r.try_get("function_name")?,
-            version: r.try_get("version")?,
+            version: r.try_get("executed_version")?,
             body: r.try_get("prediction")?,
         })
     })

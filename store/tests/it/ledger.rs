@@ -258,3 +258,216 @@ async fn wait_for_rows(db: &Db, n: i64) {
     }
     panic!("expected {n} rows, have {}", rows(db).await);
 }
+
+fn logged(i: usize, prediction: Option<&str>) -> SpoolEntry {
+    SpoolEntry::LoggedInvocation(store::LoggedInvocation {
+        record: record(i),
+        log_text: format!("START RequestId: req-{i}\nline {i}\nEND RequestId: req-{i}\n"),
+        prediction: prediction.map(str::to_owned),
+    })
+}
+
+async fn logs_of_f(db: &Db) -> Vec<store::LogEntry> {
+    store::function_logs::read(
+        db,
+        &store::LogQuery {
+            account_id: "111111111111",
+            function_name: "f",
+            after_us: 0,
+            limit: 1000,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invocation_is_one_row_holding_its_log_and_prediction() {
+    for b in backends().await {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LedgerConfig::new(dir.path());
+        let spool = Spool::open(&config).unwrap();
+        spool
+            .append(&[logged(1, None), logged(2, Some("[151.2]"))])
+            .unwrap();
+        let mut writer = LedgerWriter::new(spool.clone(), b.db.clone(), &config);
+        drain(&mut writer).await;
+        assert_eq!(rows(&b.db).await, 2, "{}", b.name);
+        let logs = logs_of_f(&b.db).await;
+        assert_eq!(logs.len(), 2, "{}", b.name);
+        assert_eq!(logs[1].request_id, "req-2");
+        assert_eq!(logs[1].version, "$LATEST");
+        assert_eq!(logs[1].logged_at_us, record(2).ended_at_us);
+        assert_eq!(
+            logs[1].text,
+            "START RequestId: req-2\nline 2\nEND RequestId: req-2\n"
+        );
+        let p = store::quality::prediction(&b.db, "111111111111", "req-2")
+            .await
+            .unwrap()
+            .expect("the model's response is kept");
+        assert_eq!(
+            (p.function_name.as_str(), p.body.as_str()),
+            ("f", "[151.2]")
+        );
+        assert_eq!(
+            store::quality::prediction(&b.db, "111111111111", "req-1")
+                .await
+                .unwrap(),
+            None
+        );
+        // `function_logs` stays readable for operators' own queries.
+        let n: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM function_logs WHERE prediction IS NOT NULL")
+                .fetch_one(b.db.pool())
+                .await
+                .unwrap()
+                .try_get("n")
+                .unwrap();
+        assert_eq!(n, 1, "{}", b.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spool_from_before_logs_joined_the_row_replays_into_one_row() {
+    for b in backends().await {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LedgerConfig::new(dir.path());
+        let log = |i: usize| {
+            serde_json::json!({
+                "kind": "log", "request_id": format!("req-{i}"), "attempt": 1,
+                "account_id": "111111111111", "function_name": "f", "version": "$LATEST",
+                "logged_at_us": record(i).ended_at_us, "log_text": format!("old log {i}"),
+            })
+            .to_string()
+        };
+        // As the older recorder wrote them: each invocation's line, then its log's line.
+        let mut lines = String::new();
+        for i in 0..3 {
+            lines += &serde_json::to_string(&SpoolEntry::Invocation(record(i))).unwrap();
+            lines += "\n";
+            lines += &log(i);
+            lines += "\n";
+        }
+        std::fs::write(dir.path().join("segment-000000000001.jsonl"), &lines).unwrap();
+        let spool = Spool::open(&config).unwrap();
+        let mut writer = LedgerWriter::new(spool.clone(), b.db.clone(), &config);
+        drain(&mut writer).await;
+        assert_eq!(rows(&b.db).await, 3, "{}", b.name);
+        let texts: Vec<String> = logs_of_f(&b.db).await.into_iter().map(|l| l.text).collect();
+        assert_eq!(texts, ["old log 0", "old log 1", "old log 2"], "{}", b.name);
+        assert_eq!(
+            spool
+                .stats()
+                .corrupt
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn log_retention_clears_the_log_and_keeps_the_billing_row() {
+    for b in backends().await {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LedgerConfig::new(dir.path());
+        let spool = Spool::open(&config).unwrap();
+        spool
+            .append(&[logged(1, Some("[1]")), logged(2, None), logged(3, None)])
+            .unwrap();
+        let mut writer = LedgerWriter::new(spool.clone(), b.db.clone(), &config);
+        drain(&mut writer).await;
+        // Logs ending before req-3's are expired.
+        let cleared = store::function_logs::expire(&b.db, record(3).ended_at_us)
+            .await
+            .unwrap();
+        assert_eq!(cleared, 2, "{}", b.name);
+        let left: Vec<String> = logs_of_f(&b.db)
+            .await
+            .into_iter()
+            .map(|l| l.request_id)
+            .collect();
+        assert_eq!(left, ["req-3"], "{}", b.name);
+        assert_eq!(rows(&b.db).await, 3, "billing rows stay: {}", b.name);
+        assert_eq!(
+            store::quality::prediction(&b.db, "111111111111", "req-1")
+                .await
+                .unwrap(),
+            None,
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            store::function_logs::expire(&b.db, record(3).ended_at_us)
+                .await
+                .unwrap(),
+            0,
+            "{}",
+            b.name
+        );
+    }
+}
+
+/// A database whose logs sit in the table they had before they moved into the ledger row
+/// keeps them, and their predictions, through the upgrade.
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_stored_before_the_upgrade_are_read_after_it() {
+    sqlx::any::install_default_drivers();
+    let dir = tempfile::tempdir().unwrap();
+    let mut urls = vec![format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("old.db").display()
+    )];
+    urls.extend(fresh_postgres().await);
+    for url in urls {
+        let mut older = sqlx::migrate!("../migrations");
+        older.migrations = older
+            .migrations
+            .iter()
+            .filter(|m| m.version < 7)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into();
+        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+        older.run(&pool).await.unwrap();
+        let r = record(1);
+        sqlx::query(
+            "INSERT INTO invocations (request_id, attempt, account_id, caller_account_id, \
+             function_name, executed_version, invocation_type, received_at_us, started_at_us, \
+             ended_at_us, init_ms, duration_ms, billed_ms, memory_size_mb, max_memory_used_mb, \
+             gb_seconds, outcome, error_type, start_kind, request_bytes, response_bytes, cost_usd) \
+             VALUES ($1, 1, $2, $2, 'f', '$LATEST', 'request_response', 1, 2, $3, 0, 1.25, 2, \
+             128, 3, 0.00025, 'success', NULL, 'warm', 10, 20, 0.0000002)",
+        )
+        .bind(r.request_id.as_str())
+        .bind(r.account_id.as_str())
+        .bind(r.ended_at_us)
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO function_logs (request_id, attempt, account_id, function_name, version, \
+             logged_at_us, log_text, prediction) VALUES ($1, 1, $2, 'f', '$LATEST', $3, \
+             'kept across the upgrade', '[42.0]')",
+        )
+        .bind(r.request_id.as_str())
+        .bind(r.account_id.as_str())
+        .bind(r.ended_at_us)
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+
+        let db = Db::connect(&url).await.unwrap();
+        let logs = logs_of_f(&db).await;
+        assert_eq!(logs.len(), 1, "{url}");
+        assert_eq!(logs[0].text, "kept across the upgrade");
+        assert_eq!(logs[0].logged_at_us, r.ended_at_us);
+        let p = store::quality::prediction(&db, &r.account_id, &r.request_id)
+            .await
+            .unwrap()
+            .expect("the prediction moved with its log");
+        assert_eq!(p.body, "[42.0]");
+        assert_eq!(rows(&db).await, 1);
+    }
+}
