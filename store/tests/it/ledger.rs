@@ -281,17 +281,26 @@ async fn logs_of_f(db: &Db) -> Vec<store::LogEntry> {
     .unwrap()
 }
 
+/// Spools `entries` in a fresh spool and drains them into `db`.
+async fn spool_into(db: &Db, entries: &[SpoolEntry]) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LedgerConfig::new(dir.path());
+    let spool = Spool::open(&config).unwrap();
+    spool.append(entries).unwrap();
+    let mut writer = LedgerWriter::new(spool, db.clone(), &config);
+    drain(&mut writer).await;
+}
+
+async fn prediction_of(db: &Db, request_id: &str) -> Option<store::quality::Prediction> {
+    store::quality::prediction(db, "111111111111", request_id)
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_invocation_is_one_row_holding_its_log_and_prediction() {
     for b in backends().await {
-        let dir = tempfile::tempdir().unwrap();
-        let config = LedgerConfig::new(dir.path());
-        let spool = Spool::open(&config).unwrap();
-        spool
-            .append(&[logged(1, None), logged(2, Some("[151.2]"))])
-            .unwrap();
-        let mut writer = LedgerWriter::new(spool.clone(), b.db.clone(), &config);
-        drain(&mut writer).await;
+        spool_into(&b.db, &[logged(1, None), logged(2, Some("[151.2]"))]).await;
         assert_eq!(rows(&b.db).await, 2, "{}", b.name);
         let logs = logs_of_f(&b.db).await;
         assert_eq!(logs.len(), 2, "{}", b.name);
@@ -302,20 +311,14 @@ async fn an_invocation_is_one_row_holding_its_log_and_prediction() {
             logs[1].text,
             "START RequestId: req-2\nline 2\nEND RequestId: req-2\n"
         );
-        let p = store::quality::prediction(&b.db, "111111111111", "req-2")
+        let p = prediction_of(&b.db, "req-2")
             .await
-            .unwrap()
             .expect("the model's response is kept");
         assert_eq!(
             (p.function_name.as_str(), p.body.as_str()),
             ("f", "[151.2]")
         );
-        assert_eq!(
-            store::quality::prediction(&b.db, "111111111111", "req-1")
-                .await
-                .unwrap(),
-            None
-        );
+        assert_eq!(prediction_of(&b.db, "req-1").await, None);
         // `function_logs` stays readable for operators' own queries.
         let n: i64 =
             sqlx::query("SELECT COUNT(*) AS n FROM function_logs WHERE prediction IS NOT NULL")
@@ -369,14 +372,11 @@ async fn a_spool_from_before_logs_joined_the_row_replays_into_one_row() {
 #[tokio::test(flavor = "multi_thread")]
 async fn log_retention_clears_the_log_and_keeps_the_billing_row() {
     for b in backends().await {
-        let dir = tempfile::tempdir().unwrap();
-        let config = LedgerConfig::new(dir.path());
-        let spool = Spool::open(&config).unwrap();
-        spool
-            .append(&[logged(1, Some("[1]")), logged(2, None), logged(3, None)])
-            .unwrap();
-        let mut writer = LedgerWriter::new(spool.clone(), b.db.clone(), &config);
-        drain(&mut writer).await;
+        spool_into(
+            &b.db,
+            &[logged(1, Some("[1]")), logged(2, None), logged(3, None)],
+        )
+        .await;
         // Logs ending before req-3's are expired.
         let cleared = store::function_logs::expire(&b.db, record(3).ended_at_us)
             .await
@@ -389,14 +389,7 @@ async fn log_retention_clears_the_log_and_keeps_the_billing_row() {
             .collect();
         assert_eq!(left, ["req-3"], "{}", b.name);
         assert_eq!(rows(&b.db).await, 3, "billing rows stay: {}", b.name);
-        assert_eq!(
-            store::quality::prediction(&b.db, "111111111111", "req-1")
-                .await
-                .unwrap(),
-            None,
-            "{}",
-            b.name
-        );
+        assert_eq!(prediction_of(&b.db, "req-1").await, None, "{}", b.name);
         assert_eq!(
             store::function_logs::expire(&b.db, record(3).ended_at_us)
                 .await
@@ -463,9 +456,8 @@ async fn logs_stored_before_the_upgrade_are_read_after_it() {
         assert_eq!(logs.len(), 1, "{url}");
         assert_eq!(logs[0].text, "kept across the upgrade");
         assert_eq!(logs[0].logged_at_us, r.ended_at_us);
-        let p = store::quality::prediction(&db, &r.account_id, &r.request_id)
+        let p = prediction_of(&db, &r.request_id)
             .await
-            .unwrap()
             .expect("the prediction moved with its log");
         assert_eq!(p.body, "[42.0]");
         assert_eq!(rows(&db).await, 1);
