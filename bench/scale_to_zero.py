@@ -5,7 +5,10 @@
 2. Memory: process RSS at idle (baseline), with 1,000 warm environments of a small
    function, and after they have all scaled to zero (target: within 10 % of baseline).
 
-Usage: .venv/bin/python bench/scale_to_zero.py [--envs 1000] [--burst 500]
+With --svg PATH it also samples the node's RSS every 100 ms from the idle baseline
+through the 1,000 environments and their scale to zero, and draws that curve.
+
+Usage: .venv/bin/python bench/scale_to_zero.py [--envs 1000] [--burst 500] [--svg PATH]
 """
 
 import argparse
@@ -15,7 +18,10 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+
+import plot
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
@@ -28,6 +34,26 @@ def rss_mb(pid, field="VmRSS"):
 
 def breakdown(pid):
     return "  ".join(f"{f} {rss_mb(pid, f):.1f} MB" for f in ("RssAnon", "RssFile", "RssShmem"))
+
+
+class RssCurve:
+    """The process's RSS every 100 ms, from now until `stop`."""
+
+    def __init__(self, pid):
+        self.pid, self.seconds, self.mb = pid, [], []
+        self.started, self.done = time.monotonic(), threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.done.is_set():
+            self.seconds.append(time.monotonic() - self.started)
+            self.mb.append(rss_mb(self.pid))
+            self.done.wait(0.1)
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
 
 
 def burst(endpoint, function, n, payload):
@@ -43,6 +69,7 @@ def main():
     p.add_argument("--envs", type=int, default=1000)
     p.add_argument("--burst", type=int, default=500)
     p.add_argument("--idle-timeout", type=float, default=5.0)
+    p.add_argument("--svg", help="draw the RSS curve over the environments' burst and drain")
     args = p.parse_args()
     data = tempfile.mkdtemp(prefix="lamina-scale-")
     proc = subprocess.Popen(
@@ -68,6 +95,7 @@ def main():
         print(burst(endpoint, "hello", args.burst, "{}"))
 
         time.sleep(args.idle_timeout * 2 + 1)
+        curve = RssCurve(proc.pid)
         baseline = rss_mb(proc.pid)
         print(f"\n-- memory: idle baseline RSS {baseline:.1f} MB ({breakdown(proc.pid)})")
         # Each invoke sleeps, so all of them hold an environment at once.
@@ -79,6 +107,11 @@ def main():
         after = rss_mb(proc.pid)
         print(f"RSS after scale to zero: {after:.1f} MB "
               f"({(after / baseline - 1) * 100:+.1f} % of baseline; target within 10 %; {breakdown(proc.pid)})")
+        curve.stop()
+        if args.svg:
+            plot.panels(args.svg, curve.seconds, [("node RSS (MB)", curve.mb)],
+                        title=f"RSS: idle, {args.envs} environments at once, scale to zero "
+                              f"(idle timeout {args.idle_timeout:g} s)")
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -6,11 +6,15 @@
 //! each owner's read API when `/metrics` is scraped, so nothing in this module reads the
 //! scheduler's pools and the scheduler never depends on its own observer.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus::core::Collector;
-use prometheus::{CounterVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
-use protocol::{InvocationResult, LedgerRecord, StartKind};
+use prometheus::{
+    Counter, CounterVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts,
+    Registry,
+};
+use protocol::{InvocationResult, LedgerRecord, Outcome, StartKind};
 
 use crate::core::{FunctionKey, ThrottleReason};
 
@@ -203,46 +207,24 @@ impl InvocationMetrics {
         })
     }
 
-    /// Counts a finished invocation; `overhead` is its end-to-end time minus guest time.
-    pub fn invocation(&self, record: &LedgerRecord, result: &InvocationResult, overhead: Duration) {
-        let function = [record.account_id.as_str(), record.function_name.as_str()];
-        self.counts
-            .invocations
-            .with_label_values(&[
-                function[0],
-                function[1],
-                record.executed_version.as_str(),
-                result.outcome.as_str(),
-                result.start.as_str(),
-            ])
-            .inc();
+    /// Resolves the series one pool's invocations move, so that counting an invocation
+    /// looks up no labels and takes no lock: a pool serves one version of one function.
+    pub fn pool_series(&self, account: &str, function: &str, version: &str) -> PoolSeries {
+        let labels = [account, function];
         let t = &self.timings;
-        t.duration
-            .with_label_values(&function)
-            .observe(result.duration.as_secs_f64());
-        if let Some(init) = result.init_duration {
-            let histogram = if result.start == StartKind::Snapshot {
-                &t.restore
-            } else {
-                &t.init
-            };
-            histogram
-                .with_label_values(&function)
-                .observe(init.as_secs_f64());
-        }
-        if result.start != StartKind::Warm {
-            self.counts.cold_starts.with_label_values(&function).inc();
-        }
-        t.overhead
-            .with_label_values(&function)
-            .observe(overhead.as_secs_f64());
-        if record.billed_ms > 0 {
-            let b = &self.billing;
-            b.requests.with_label_values(&function).inc();
-            b.gb_seconds
-                .with_label_values(&function)
-                .inc_by(record.gb_seconds);
-            b.cost.with_label_values(&function).inc_by(record.cost_usd);
+        let b = &self.billing;
+        PoolSeries {
+            invocations: self.counts.invocations.clone(),
+            labels: [account.to_owned(), function.to_owned(), version.to_owned()],
+            by_ending: Default::default(),
+            cold_starts: self.counts.cold_starts.with_label_values(&labels),
+            duration: t.duration.with_label_values(&labels),
+            init: t.init.with_label_values(&labels),
+            restore: t.restore.with_label_values(&labels),
+            overhead: t.overhead.with_label_values(&labels),
+            requests: b.requests.with_label_values(&labels),
+            gb_seconds: b.gb_seconds.with_label_values(&labels),
+            cost: b.cost.with_label_values(&labels),
         }
     }
 
@@ -251,6 +233,90 @@ impl InvocationMetrics {
             .throttles
             .with_label_values(&[&*function.account_id, &*function.name, reason.as_str()])
             .inc();
+    }
+}
+
+const OUTCOMES: usize = 5;
+const STARTS: usize = 3;
+
+fn outcome_index(outcome: Outcome) -> usize {
+    match outcome {
+        Outcome::Success => 0,
+        Outcome::FunctionError => 1,
+        Outcome::Timeout => 2,
+        Outcome::OutOfMemory => 3,
+        Outcome::PlatformError => 4,
+    }
+}
+
+fn start_index(start: StartKind) -> usize {
+    match start {
+        StartKind::Cold => 0,
+        StartKind::Warm => 1,
+        StartKind::Snapshot => 2,
+    }
+}
+
+/// The metric series of one pool (one version of one function), resolved when the pool
+/// is created. Counting an invocation through it only touches atomics.
+pub struct PoolSeries {
+    invocations: IntCounterVec,
+    /// account, function, version: the labels `by_ending` resolves with.
+    labels: [String; 3],
+    /// `lamina_invocations_total` by outcome and start, resolved on first use so that
+    /// endings a pool never has do not appear as zero series.
+    by_ending: [[OnceLock<IntCounter>; STARTS]; OUTCOMES],
+    cold_starts: IntCounter,
+    duration: Histogram,
+    init: Histogram,
+    restore: Histogram,
+    overhead: Histogram,
+    requests: IntCounter,
+    gb_seconds: Counter,
+    cost: Counter,
+}
+
+impl std::fmt::Debug for PoolSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolSeries")
+            .field("labels", &self.labels)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PoolSeries {
+    /// Counts a finished invocation; `overhead` is its end-to-end time minus guest time.
+    pub fn invocation(&self, record: &LedgerRecord, result: &InvocationResult, overhead: Duration) {
+        self.by_ending[outcome_index(result.outcome)][start_index(result.start)]
+            .get_or_init(|| {
+                let [account, function, version] = &self.labels;
+                self.invocations.with_label_values(&[
+                    account.as_str(),
+                    function,
+                    version,
+                    result.outcome.as_str(),
+                    result.start.as_str(),
+                ])
+            })
+            .inc();
+        self.duration.observe(result.duration.as_secs_f64());
+        if let Some(init) = result.init_duration {
+            let histogram = if result.start == StartKind::Snapshot {
+                &self.restore
+            } else {
+                &self.init
+            };
+            histogram.observe(init.as_secs_f64());
+        }
+        if result.start != StartKind::Warm {
+            self.cold_starts.inc();
+        }
+        self.overhead.observe(overhead.as_secs_f64());
+        if record.billed_ms > 0 {
+            self.requests.inc();
+            self.gb_seconds.inc_by(record.gb_seconds);
+            self.cost.inc_by(record.cost_usd);
+        }
     }
 }
 
@@ -336,5 +402,93 @@ mod tests {
         AsyncMetrics::register(&registry).unwrap();
         assert!(InvocationMetrics::register(&registry).is_err());
         assert!(AsyncMetrics::register(&registry).is_err());
+    }
+
+    fn ended(outcome: Outcome, start: StartKind) -> (LedgerRecord, InvocationResult) {
+        let at = std::time::SystemTime::UNIX_EPOCH;
+        let result = InvocationResult {
+            request_id: "r".into(),
+            version: "7".into(),
+            response: protocol::Response::Event(bytes::Bytes::new()),
+            outcome,
+            error: None,
+            start,
+            init_duration: (start != StartKind::Warm).then_some(Duration::from_millis(3)),
+            duration: Duration::from_millis(2),
+            started_at: at,
+            ended_at: at,
+            memory_mb: 128,
+            max_memory_used_mb: 1,
+            log: String::new(),
+            environment_reusable: true,
+        };
+        let record = LedgerRecord {
+            request_id: "r".into(),
+            attempt: 1,
+            account_id: "111111111111".into(),
+            caller_account_id: "111111111111".into(),
+            function_name: "f".into(),
+            executed_version: "7".into(),
+            invocation_type: "request_response".into(),
+            received_at_us: 0,
+            started_at_us: 0,
+            ended_at_us: 0,
+            init_ms: 3.0,
+            duration_ms: 2.0,
+            billed_ms: 5,
+            memory_size_mb: 128,
+            max_memory_used_mb: 1,
+            gb_seconds: 0.000625,
+            outcome: outcome.as_str().into(),
+            error_type: None,
+            start_kind: start.as_str().into(),
+            request_bytes: 0,
+            response_bytes: 0,
+            cost_usd: 0.00001,
+        };
+        (record, result)
+    }
+
+    #[test]
+    fn pools_of_one_function_count_into_its_series_and_only_endings_seen_appear() {
+        let registry = Registry::new();
+        let metrics = InvocationMetrics::register(&registry).unwrap();
+        // Two revisions of one version: two pools, one set of series.
+        let first = metrics.pool_series("111111111111", "f", "7");
+        let second = metrics.pool_series("111111111111", "f", "7");
+        let (record, cold) = ended(Outcome::Success, StartKind::Cold);
+        first.invocation(&record, &cold, Duration::from_micros(40));
+        let (record, warm) = ended(Outcome::Success, StartKind::Warm);
+        second.invocation(&record, &warm, Duration::from_micros(40));
+        let (record, failed) = ended(Outcome::Timeout, StartKind::Warm);
+        second.invocation(&record, &failed, Duration::from_micros(40));
+
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        let labels = r#"account="111111111111",function="f""#;
+        let ending = |outcome: &str, start: &str| {
+            format!(
+                r#"lamina_invocations_total{{{labels},outcome="{outcome}",start="{start}",version="7"}}"#
+            )
+        };
+        for line in [
+            format!("{} 1", ending("success", "cold")),
+            format!("{} 1", ending("success", "warm")),
+            format!("{} 1", ending("timeout", "warm")),
+            format!("lamina_cold_starts_total{{{labels}}} 1"),
+            format!("lamina_init_duration_seconds_count{{{labels}}} 1"),
+            format!("lamina_invocation_duration_seconds_count{{{labels}}} 3"),
+            format!("lamina_billed_requests_total{{{labels}}} 3"),
+        ] {
+            assert!(
+                text.contains(&format!("{line}\n")),
+                "missing {line} in\n{text}"
+            );
+        }
+        assert!(
+            !text.contains(&ending("timeout", "cold")),
+            "an ending never seen has no series:\n{text}"
+        );
     }
 }

@@ -16,7 +16,7 @@ use crate::core::{
     Action, Admission, Core, EnvId, FunctionKey, Limits, PoolCounts, PoolId, ThrottleReason,
 };
 use crate::invocation::PoolKey;
-use crate::metrics::InvocationMetrics;
+use crate::metrics::{InvocationMetrics, PoolSeries};
 use crate::placement::Placement;
 use crate::recorder::{InvocationMeta, Recorder};
 use crate::slot_leases::{Asked, SETTLE_INTERVAL, SlotLeases};
@@ -68,6 +68,7 @@ struct PoolEntry {
     function: FunctionKey,
     spec: SharedSpec,
     init_type: InitializationType,
+    series: Arc<PoolSeries>,
 }
 
 struct Inner {
@@ -272,6 +273,11 @@ impl Scheduler {
                 function: function.clone(),
                 spec: spec.clone(),
                 init_type,
+                series: Arc::new(self.inner.metrics.pool_series(
+                    &key.account_id,
+                    &key.function_name,
+                    &key.version,
+                )),
             },
         );
         core.add_pool(id, function);
@@ -292,6 +298,13 @@ impl Scheduler {
             .pools
             .get(&pool)
             .map(|p| (p.spec.clone(), p.init_type))
+    }
+
+    fn series_of(&self, pool: PoolId) -> Option<Arc<PoolSeries>> {
+        lock(&self.inner.registry)
+            .pools
+            .get(&pool)
+            .map(|p| p.series.clone())
     }
 
     fn function_of(&self, pool: PoolId) -> Option<FunctionKey> {
@@ -321,6 +334,8 @@ impl Scheduler {
             protocol::InvocationType::Event => SystemTime::now(),
             _ => meta.received_at,
         };
+        // Without a pool there is no invocation to count: `run` answers that it is gone.
+        let series = self.series_of(pool);
         tokio::spawn(async move {
             let result = this.run(pool, input).await?;
             let record = this
@@ -330,7 +345,9 @@ impl Scheduler {
                 .map_err(|e| InvokeError::Platform(format!("recording the invocation: {e}")))?;
             let guest = result.duration + result.init_duration.unwrap_or_default();
             let overhead = since.elapsed().unwrap_or_default().saturating_sub(guest);
-            this.inner.metrics.invocation(&record, &result, overhead);
+            if let Some(series) = series {
+                series.invocation(&record, &result, overhead);
+            }
             Ok(result)
         })
         .await
