@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 
+import local_node
 import plot
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -72,19 +73,13 @@ def main():
     p.add_argument("--svg", help="draw the RSS curve over the environments' burst and drain")
     args = p.parse_args()
     data = tempfile.mkdtemp(prefix="lamina-scale-")
-    proc = subprocess.Popen(
-        [TARGET / "lamina", "up", "--listen", "127.0.0.1:0", "--data-dir", data,
-         "--idle-timeout", str(args.idle_timeout), "--max-environments", str(args.envs + 100),
-         "--account-concurrency", str(max(args.envs, args.burst) + 100)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        env=dict(os.environ, LAMINA_ROOT_ACCESS_KEY_ID="test", LAMINA_ROOT_SECRET_ACCESS_KEY="test"),
-    )
-    endpoint = None
-    for line in proc.stdout:
-        m = re.search(r"listening on (http://\S+)", line)
-        if m:
-            endpoint = m.group(1)
-            break
+    proc, endpoint = local_node.start(
+        TARGET / "lamina",
+        ["--data-dir", data, "--idle-timeout", args.idle_timeout, "--max-environments", args.envs + 100,
+         "--account-concurrency", max(args.envs, args.burst) + 100],
+        subprocess.DEVNULL)
+    if not endpoint:
+        sys.exit("lamina up did not start")
     try:
         subprocess.run([sys.executable, ROOT / "bench" / "setup.py", endpoint], check=True,
                        capture_output=True)

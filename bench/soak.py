@@ -32,13 +32,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 import zipfile
 
 import boto3
 
+import local_node
 import plot
 from model_http import check, train, wait_until_answering
 
@@ -143,23 +143,12 @@ def main():
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="lamina-soak-"))
     log_path = work / "lamina.log"
-    node = subprocess.Popen(
-        [target / "lamina", "up", "--listen", "127.0.0.1:0", "--data-dir", work / "lamina",
-         "--idle-timeout", str(IDLE_TIMEOUT_S)],
-        stdout=subprocess.PIPE, stderr=log_path.open("w"), text=True,
-        env=dict(os.environ, LAMINA_ROOT_ACCESS_KEY_ID="test", LAMINA_ROOT_SECRET_ACCESS_KEY="test"),
-    )
+    node, endpoint = local_node.start(
+        target / "lamina", ["--data-dir", work / "lamina", "--idle-timeout", IDLE_TIMEOUT_S],
+        log_path.open("w"))
     try:
-        endpoint = None
-        for line in node.stdout:
-            m = re.search(r"listening on (http://\S+)", line)
-            if m:
-                endpoint = m.group(1)
-                break
         if not endpoint:
             sys.exit(f"lamina up did not start:\n{log_path.read_text()[-2000:]}")
-        # Whatever else the node prints must not fill the pipe and stall it.
-        threading.Thread(target=lambda: [None for _ in node.stdout], daemon=True).start()
         wait_until_answering(endpoint + "/", node, log_path)
         lam = boto3.client("lambda", endpoint_url=endpoint, region_name="us-east-1",
                            aws_access_key_id="test", aws_secret_access_key="test")
