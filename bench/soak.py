@@ -1,8 +1,9 @@
 """The soak: a fresh `lamina up` under a steady mix for a long time, checked for what
-drifts. The mix, at 80 % of the maxima the load measures first on this machine:
-warm sync Invokes of echo (45 % of echo's maximum), the diabetes ONNX model through a
-function URL (30 % of its maximum), async Invokes of echo (5 %), and every 5 s a burst
-of 8 invokes of a function whose environments scale to zero in between (cold starts).
+drifts. The mix, by request count: 9 warm sync Invokes of echo, 6 requests to the
+diabetes ONNX model's function URL and 1 async Invoke of echo in every 16; and every 5 s
+a burst of 8 invokes of a function whose environments scale to zero in between (cold
+starts). The load first measures the mix's maximum on this machine (closed loop, 10 s),
+then holds it open loop at 80 % of that (--load).
 
 Every 10 s it samples the node's RSS and each class's p50/p99/errors (bench/src/bin/
 soak-load.rs). Then it waits for the ledger and compares three counts: invocations the
@@ -11,12 +12,13 @@ load had answered, rows in the ledger, and the node's `lamina_invocations_total`
 Passes when: no errors; ledger rows equal invocations equal the metric; RSS flat (every
 window after the first within --rss-tolerance of the second window's RSS); p99 flat for
 echo and the model (every window after the first within --p99-tolerance of the median
-window's p99). The test suite runs it for 60 s against the debug build with a wider
-p99 tolerance (a debug build on a shared machine is noisy); docs/benchmarks.md quotes
-the 10-minute release run.
+window's p99). The test suite runs it for 60 s against the debug build at 60 %
+of the maximum, with a ceiling on p99 instead of the 20 % band (see scripts/test.sh);
+docs/benchmarks.md quotes the runs at 80 %.
 
 Usage: .venv/bin/python bench/soak.py [--seconds 600] [--profile release|debug]
-       [--rss-tolerance 0.10] [--p99-tolerance 0.20] [--json OUT] [--svg OUT]
+       [--load 0.8] [--rss-tolerance 0.10] [--p99-tolerance 0.20] [--p99-ceiling-ms MS]
+       [--json OUT] [--svg OUT]
 """
 
 import argparse
@@ -98,13 +100,16 @@ def evaluate(report, args, rows, metric, expected):
         if not flat(p99, median, args.p99_tolerance):
             failures.append(f"{cls} p99 not flat within {args.p99_tolerance:.0%} of the median "
                             f"{median / 1000:.2f} ms: {min(p99) / 1000:.2f}..{max(p99) / 1000:.2f} ms")
+        if args.p99_ceiling_ms is not None and p99 and max(p99) > args.p99_ceiling_ms * 1000:
+            failures.append(f"{cls} p99 reached {max(p99) / 1000:.2f} ms, over the ceiling of "
+                            f"{args.p99_ceiling_ms:g} ms")
     return failures
 
 
 def table(report):
-    lines = ["| window end | RSS (MiB) | " + " | ".join(
+    lines = ["| window end | RSS (MiB) | anon / file (MiB) | " + " | ".join(
         f"{c} served / p99 (ms)" for c in ("echo", "model", "async", "cold")) + " | errors |",
-        "|---" * 7 + "|"]
+        "|---" * 8 + "|"]
     for w in report["windows"]:
         cells = []
         errors = 0
@@ -112,7 +117,8 @@ def table(report):
             s = w["classes"].get(c)
             errors += s["errors"] if s else 0
             cells.append(f"{s['served']:,} / {s['p99_us'] / 1000:.2f}" if s else "-")
-        lines.append(f"| {w['end_s']} s | {w['rss_mib']:.1f} | " + " | ".join(cells) + f" | {errors} |")
+        lines.append(f"| {w['end_s']} s | {w['rss_mib']:.1f} | {w['rss_anon_mib']:.1f} / {w['rss_file_mib']:.1f} | "
+                     + " | ".join(cells) + f" | {errors} |")
     return "\n".join(lines)
 
 
@@ -128,9 +134,13 @@ def svg(report, path):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--seconds", type=int, default=600)
+    p.add_argument("--load", type=float, default=0.8,
+                   help="the soak's rate as a share of the mix's measured maximum")
     p.add_argument("--profile", choices=("release", "debug"), default="release")
     p.add_argument("--rss-tolerance", type=float, default=0.10)
     p.add_argument("--p99-tolerance", type=float, default=0.20)
+    p.add_argument("--p99-ceiling-ms", type=float,
+                   help="also fail when any window's p99 of echo or the model passes this")
     p.add_argument("--json", help="write the whole report here")
     p.add_argument("--svg", help="plot RSS and p99 over time here")
     args = p.parse_args()
@@ -166,7 +176,8 @@ def main():
 
         print(f"machine: {os.cpu_count()} cores; lamina {args.profile} build; {args.seconds} s soak")
         load = subprocess.run(
-            [target / "soak-load", endpoint, model_url, model_body, str(node.pid), str(args.seconds)],
+            [target / "soak-load", endpoint, model_url, model_body, str(node.pid), str(args.seconds),
+             str(args.load)],
             stdout=subprocess.PIPE, text=True,
         )
         if load.returncode != 0:
@@ -188,8 +199,8 @@ def main():
     report["invocations_metric"] = metric
     report["invocations_answered"] = expected_rows
 
-    print(f"maxima: echo {report['maxima_per_s']['echo']:,.0f}/s, model {report['maxima_per_s']['model']:,.0f}/s; "
-          "rates: " + ", ".join(f"{c} {r:,.0f}/s" for c, r in report["rates_per_s"].items())
+    print(f"maximum of the mix: {report['maximum_per_s']:,.0f}/s; "
+          f"rates at {report['load_share']:.0%} of it: " + ", ".join(f"{c} {r:,.0f}/s" for c, r in report["rates_per_s"].items())
           + f", cold bursts of {report['cold_burst']['size']} every {report['cold_burst']['period_s']} s")
     print(table(report))
     print(f"invocations answered {expected_rows:,}; ledger rows {rows:,}; "

@@ -192,7 +192,7 @@ impl Accounts {
             .bind(&id)
             .bind(name)
             .bind(now_ms())
-            .execute(self.db.pool())
+            .execute(self.db.writer())
             .await
             .map_err(StoreError::from)?;
         Ok(id)
@@ -241,7 +241,7 @@ impl Accounts {
         .bind(account_id)
         .bind(self.key.seal(&secret))
         .bind(now_ms())
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await
         .map_err(StoreError::from)?;
         Ok(Credential {
@@ -318,7 +318,7 @@ impl Accounts {
     /// Every node learns of it through the catalog's change feed, and drops its cached
     /// answer for the key.
     pub async fn revoke_key(&self, key_id: &str) -> Result<(), AccountError> {
-        let mut tx = self.db.pool().begin().await.map_err(StoreError::from)?;
+        let mut tx = self.db.writer().begin().await.map_err(StoreError::from)?;
         let done = sqlx::query(
             "UPDATE access_keys SET revoked_at_ms = $1 \
              WHERE access_key_id = $2 AND revoked_at_ms IS NULL",

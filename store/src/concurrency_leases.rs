@@ -102,7 +102,7 @@ impl ConcurrencyLeases {
             sqlx::query("DELETE FROM concurrency_leases WHERE scope = $1 AND incarnation = $2")
                 .bind(scope)
                 .bind(incarnation)
-                .execute(self.db.pool())
+                .execute(self.db.writer())
                 .await?;
         } else {
             sqlx::query(
@@ -113,7 +113,7 @@ impl ConcurrencyLeases {
             .bind(incarnation)
             .bind(i64::from(slots))
             .bind(now_ms())
-            .execute(self.db.pool())
+            .execute(self.db.writer())
             .await?;
         }
         Ok(())
@@ -123,7 +123,7 @@ impl ConcurrencyLeases {
     pub async fn release_all(&self, incarnation: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM concurrency_leases WHERE incarnation = $1")
             .bind(incarnation)
-            .execute(self.db.pool())
+            .execute(self.db.writer())
             .await?;
         Ok(())
     }
@@ -140,13 +140,13 @@ impl ConcurrencyLeases {
               WHERE left_at_ms IS NULL AND heartbeat_at_ms > $1)",
         )
         .bind(live_since)
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await?;
         sqlx::query(
             "DELETE FROM concurrency_scopes WHERE scope NOT IN \
              (SELECT scope FROM concurrency_leases)",
         )
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await?;
         Ok(done.rows_affected())
     }

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -64,14 +65,72 @@ pub enum Backend {
     Sqlite,
 }
 
-/// A connection pool with migrations applied.
+/// Connection pools with migrations applied.
+///
+/// Every statement that writes goes through [`Db::writer`]. On SQLite that is a pool of
+/// one connection, so the process's writers (the ledger, the async queue, the catalog)
+/// queue for it in order. Without it they would contend for SQLite's file lock, and
+/// each loser would poll with the busy handler's sleeps, which grow to 100 ms: an async
+/// Invoke's 202 waited seconds behind the ledger's batches that way. Readers never wait
+/// for the writer in WAL mode. On PostgreSQL both are the same pool.
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: AnyPool,
+    writer: AnyPool,
     backend: Backend,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// SQLite's page cache per connection, in KiB. The writer's holds the pages the ledger's
+/// inserts keep touching (the indexes' right edges and their random-key leaves); the
+/// appended rows themselves are never read back, so a larger cache only holds them longer.
+/// A reader's cache is dropped whenever another connection commits, so it stays small.
+/// Both bound the node's memory: every cached page is heap that a steady load would
+/// otherwise keep growing until the cache filled.
+const SQLITE_WRITER_CACHE_KIB: u32 = 16 * 1024;
+const SQLITE_READER_CACHE_KIB: u32 = 2 * 1024;
+const SQLITE_READERS: u32 = 4;
+
+/// What the connections of a SQLite pool may do.
+#[derive(Clone, Copy)]
+enum SqliteRole {
+    Writer,
+    /// Refuses to write (`query_only`), so a write that missed [`Db::writer`] fails in
+    /// every SQLite test instead of contending for the lock in production.
+    Reader,
+}
+
+async fn sqlite_pool(options: AnyConnectOptions, role: SqliteRole) -> Result<AnyPool, StoreError> {
+    let (connections, cache_kib, query_only) = match role {
+        SqliteRole::Writer => (1, SQLITE_WRITER_CACHE_KIB, "OFF"),
+        SqliteRole::Reader => (SQLITE_READERS, SQLITE_READER_CACHE_KIB, "ON"),
+    };
+    AnyPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                // WAL lets readers run beside the single writer; NORMAL sync is durable
+                // against process crashes, which is what the ledger's spool needs from the
+                // database side. Rarer checkpoints keep the ledger's inserts from
+                // re-writing the same pages. The busy timeout only matters against
+                // another process (a second node on the same file, a CLI reading it).
+                let pragmas = format!(
+                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
+                     PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; \
+                     PRAGMA cache_size=-{cache_kib}; PRAGMA wal_autocheckpoint=8192; \
+                     PRAGMA temp_store=MEMORY; PRAGMA query_only={query_only};"
+                );
+                // The statement is built from constants above.
+                conn.execute(sqlx::AssertSqlSafe(pragmas)).await?;
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))
+}
 
 impl Db {
     /// Connects to `url` and applies pending migrations.
@@ -86,43 +145,32 @@ impl Db {
         };
         let options =
             AnyConnectOptions::from_str(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let pool = match backend {
-            Backend::Postgres => AnyPoolOptions::new()
-                .max_connections(16)
-                .acquire_timeout(Duration::from_secs(5))
-                .connect_with(options)
-                .await
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?,
-            Backend::Sqlite => AnyPoolOptions::new()
-                .max_connections(4)
-                .acquire_timeout(Duration::from_secs(10))
-                .after_connect(|conn, _| {
-                    Box::pin(async move {
-                        // WAL lets readers run beside the single writer; NORMAL sync is
-                        // durable against process crashes, which is what the ledger's spool
-                        // needs from the database side. The ledger inserts rows keyed by
-                        // random request ids all over its indexes: a 64 MiB page cache and
-                        // rarer checkpoints keep those inserts from re-reading and
-                        // re-writing the same pages.
-                        conn.execute(
-                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
-                             PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; \
-                             PRAGMA cache_size=-65536; PRAGMA wal_autocheckpoint=8192; \
-                             PRAGMA temp_store=MEMORY;",
-                        )
-                        .await?;
-                        Ok(())
-                    })
-                })
-                .connect_with(options)
-                .await
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+        let (pool, writer) = match backend {
+            Backend::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect_with(options)
+                    .await
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                (pool.clone(), pool)
+            }
+            Backend::Sqlite => {
+                // The writer connects first: it creates the file and turns WAL on.
+                let writer = sqlite_pool(options.clone(), SqliteRole::Writer).await?;
+                let readers = sqlite_pool(options, SqliteRole::Reader).await?;
+                (readers, writer)
+            }
         };
         MIGRATOR
-            .run(&pool)
+            .run(&writer)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))?;
-        Ok(Db { pool, backend })
+        Ok(Db {
+            pool,
+            writer,
+            backend,
+        })
     }
 
     /// Opens (creating if needed) the embedded SQLite database at `path`.
@@ -133,8 +181,34 @@ impl Db {
         Self::connect(&format!("sqlite://{}?mode=rwc", path.display())).await
     }
 
+    /// For statements that only read.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// For every statement and transaction that writes.
+    pub fn writer(&self) -> &AnyPool {
+        &self.writer
+    }
+
+    /// Runs the writes of a hot path (the ledger's batches, the async queue) where
+    /// SQLite's one writer connection is never left idle. Done in the caller's task on a
+    /// loaded node, every await of that connection resumes only when the runtime gets
+    /// round to the task again, behind every request queued before it, while the
+    /// connection sits idle and every other writer waits for it: in a soak at full load
+    /// the ledger stopped draining for 40 s and async Invokes timed out. On a runtime
+    /// thread of its own, the awaits resume at once and only the caller's final wake-up
+    /// waits its turn. On PostgreSQL, where writers have a pool, it runs in place.
+    pub async fn write<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        match self.backend {
+            Backend::Postgres => work.await,
+            Backend::Sqlite => writer_runtime()?.spawn(work).await.map_err(|e| {
+                StoreError::Unavailable(format!("the database writer stopped: {e}"))
+            })?,
+        }
     }
 
     /// A transaction that reads before it writes. On SQLite it takes the write lock at its
@@ -143,8 +217,8 @@ impl Db {
     /// PostgreSQL's writers lock the rows they read with `FOR UPDATE` instead.
     pub async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Any>> {
         match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
+            Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.writer.begin().await,
         }
     }
 
@@ -154,7 +228,26 @@ impl Db {
 
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
+}
+
+/// The runtime of [`Db::write`]: one thread, shared by every SQLite database of the process
+/// (a node has one), started on first use and kept for the life of the process.
+fn writer_runtime() -> Result<&'static tokio::runtime::Handle, StoreError> {
+    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("lamina-db-writer")
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map(tokio::runtime::Runtime::handle)
+        .map_err(|e| StoreError::Unavailable(format!("cannot start the database writer: {e}")))
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -64,7 +64,7 @@ pub async fn expire(db: &Db, before_us: i64) -> Result<u64, StoreError> {
          WHERE log_text IS NOT NULL AND ended_at_us < $1",
     )
     .bind(before_us)
-    .execute(db.pool())
+    .execute(db.writer())
     .await?;
     Ok(done.rows_affected())
 }

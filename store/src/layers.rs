@@ -172,7 +172,7 @@ impl Layers {
         .bind(account_id)
         .bind(layer_name)
         .bind(version as i64)
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await?;
         Ok(done.rows_affected() > 0)
     }

@@ -415,7 +415,11 @@ impl LedgerWriter {
             }
             let count = lines.len() as u64;
             let entries = parse(self.spool.stats(), &lines);
-            crate::db::within(WRITE_DEADLINE, insert_entries(&self.db, &entries)).await?;
+            let db = self.db.clone();
+            let insert = self
+                .db
+                .write(async move { insert_entries(&db, &entries).await });
+            crate::db::within(WRITE_DEADLINE, insert).await?;
             cursor.start = next;
             let stats = self.spool.stats();
             stats.committed.fetch_add(count, Ordering::Relaxed);
@@ -472,7 +476,7 @@ const INVOCATION_COLUMNS: usize = 24;
 
 /// Inserts entries idempotently, in one transaction: one row per invocation.
 pub async fn insert_entries(db: &Db, entries: &[SpoolEntry]) -> Result<(), StoreError> {
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.writer().begin().await?;
     let rows: Vec<(&LedgerRecord, Option<&str>, Option<&str>)> = entries
         .iter()
         .filter_map(|e| match e {

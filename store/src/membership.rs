@@ -74,7 +74,7 @@ impl Membership {
         .bind(advertise_url)
         .bind(now)
         .bind(incarnation)
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await?;
         Ok(())
     }
@@ -101,7 +101,7 @@ impl Membership {
         .bind(node_id)
         .bind(incarnation)
         .bind(provisioned)
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -115,7 +115,7 @@ impl Membership {
         .bind(now_ms())
         .bind(node_id)
         .bind(incarnation)
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await?;
         Ok(())
     }

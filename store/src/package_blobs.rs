@@ -34,7 +34,7 @@ impl PackageBlobs {
     /// Stores the file at `path` as blob `name`, replacing any blob of that name.
     pub async fn put_file(&self, name: &str, path: &Path) -> Result<(), StoreError> {
         let mut file = tokio::fs::File::open(path).await?;
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.writer().begin().await?;
         for statement in [
             "DELETE FROM package_blob_chunks WHERE name = $1",
             "DELETE FROM package_blobs WHERE name = $1",

@@ -57,7 +57,7 @@ pub struct Feedback<'a> {
 
 /// Records feedback; truth sent again for the same request replaces the earlier one.
 pub async fn record_feedback(db: &Db, f: &Feedback<'_>) -> Result<(), StoreError> {
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.writer().begin().await?;
     // Replacing row by row would leave stale rows if a resend has fewer of them.
     sqlx::query("DELETE FROM model_feedback WHERE account_id = $1 AND request_id = $2")
         .bind(f.account_id)
@@ -181,7 +181,7 @@ pub async fn scores(
 pub async fn expire_feedback(db: &Db, before_us: i64) -> Result<u64, StoreError> {
     let done = sqlx::query("DELETE FROM model_feedback WHERE received_at_us < $1")
         .bind(before_us)
-        .execute(db.pool())
+        .execute(db.writer())
         .await?;
     Ok(done.rows_affected())
 }

@@ -136,9 +136,14 @@ impl Queue {
 
     /// Stores an accepted event; when this returns, the event is durable.
     pub async fn enqueue(&self, event: &AsyncEvent) -> Result<(), StoreError> {
-        let mut conn = self.db.pool().acquire().await?;
-        insert(&mut conn, event).await?;
-        Ok(())
+        let (db, event) = (self.db.clone(), event.clone());
+        self.db
+            .write(async move {
+                let mut conn = db.writer().acquire().await?;
+                insert(&mut conn, &event).await?;
+                Ok(())
+            })
+            .await
     }
 
     /// Leases up to `limit` due events for `owner`.
@@ -163,11 +168,18 @@ impl Queue {
             Backend::Postgres => lease!(" FOR UPDATE SKIP LOCKED"),
             Backend::Sqlite => lease!(""),
         };
-        let rows = sqlx::query(sql)
-            .bind(owner)
-            .bind(now)
-            .bind(limit as i64)
-            .fetch_all(self.db.pool())
+        let (db, owner) = (self.db.clone(), owner.to_owned());
+        let rows = self
+            .db
+            .write(async move {
+                let rows = sqlx::query(sql)
+                    .bind(owner)
+                    .bind(now)
+                    .bind(limit as i64)
+                    .fetch_all(db.writer())
+                    .await?;
+                Ok(rows)
+            })
             .await?;
         let mut events = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
         events.sort_by_key(|e| e.not_before_ms);
@@ -183,42 +195,13 @@ impl Queue {
         owner: &str,
         settlement: &Settlement,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.db.pool().begin().await?;
-        let done = match settlement {
-            Settlement::Done { follow_up } => {
-                let done = sqlx::query(
-                    "DELETE FROM async_events WHERE event_id = $1 AND lease_owner = $2",
-                )
-                .bind(event_id)
-                .bind(owner)
-                .execute(&mut *tx)
-                .await?;
-                if let (1, Some(f)) = (done.rows_affected(), follow_up) {
-                    insert(&mut tx, f).await?;
-                }
-                done
-            }
-            Settlement::Retry {
-                attempts,
-                not_before_ms,
-                last_error,
-            } => {
-                sqlx::query(
-                    "UPDATE async_events SET state = 'queued', lease_owner = NULL, \
-                     attempts = $1, not_before_ms = $2, last_error = $3 \
-                     WHERE event_id = $4 AND lease_owner = $5",
-                )
-                .bind(*attempts as i64)
-                .bind(*not_before_ms)
-                .bind(last_error.clone())
-                .bind(event_id)
-                .bind(owner)
-                .execute(&mut *tx)
-                .await?
-            }
-        };
-        tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        let work = settle(
+            self.db.clone(),
+            event_id.to_owned(),
+            owner.to_owned(),
+            settlement.clone(),
+        );
+        self.db.write(work).await
     }
 
     /// Running events whose lease owner is not among `live_owners`: left by a process
@@ -261,7 +244,7 @@ impl Queue {
         .bind(owner)
         .bind(orphan.event_id.as_str())
         .bind(orphan.lease_owner.as_deref())
-        .fetch_optional(self.db.pool())
+        .fetch_optional(self.db.writer())
         .await?;
         Ok(row.as_ref().map(from_row).transpose()?)
     }
@@ -295,4 +278,49 @@ impl Queue {
         let oldest: Option<i64> = row.try_get("oldest")?;
         Ok((n as u64, oldest))
     }
+}
+
+/// [`Queue::settle`], as a future that owns what it needs.
+async fn settle(
+    db: Db,
+    event_id: String,
+    owner: String,
+    settlement: Settlement,
+) -> Result<bool, StoreError> {
+    let (event_id, owner) = (event_id.as_str(), owner.as_str());
+    let mut tx = db.writer().begin().await?;
+    let done = match &settlement {
+        Settlement::Done { follow_up } => {
+            let done =
+                sqlx::query("DELETE FROM async_events WHERE event_id = $1 AND lease_owner = $2")
+                    .bind(event_id)
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await?;
+            if let (1, Some(f)) = (done.rows_affected(), follow_up) {
+                insert(&mut tx, f).await?;
+            }
+            done
+        }
+        Settlement::Retry {
+            attempts,
+            not_before_ms,
+            last_error,
+        } => {
+            sqlx::query(
+                "UPDATE async_events SET state = 'queued', lease_owner = NULL, \
+                 attempts = $1, not_before_ms = $2, last_error = $3 \
+                 WHERE event_id = $4 AND lease_owner = $5",
+            )
+            .bind(*attempts as i64)
+            .bind(*not_before_ms)
+            .bind(last_error.clone())
+            .bind(event_id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?
+        }
+    };
+    tx.commit().await?;
+    Ok(done.rows_affected() == 1)
 }

@@ -3,6 +3,7 @@
 //! path.
 //!
 //! `cargo run --release -p bench --bin ledger-bench -- postgres://postgres@127.0.0.1:5432/postgres`
+//! `cargo run --release -p bench --bin ledger-bench -- sqlite` (a fresh embedded database)
 
 use std::time::Instant;
 
@@ -72,9 +73,12 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
-    let url = fresh_database(&admin).await?;
-    let db = Db::connect(&url).await?;
     let dir = std::env::temp_dir().join(format!("lamina-ledger-bench-{}", uuid::Uuid::new_v4()));
+    let db = if admin == "sqlite" {
+        Db::open_sqlite(&dir.join("database/lamina.db")).await?
+    } else {
+        Db::connect(&fresh_database(&admin).await?).await?
+    };
     let config = LedgerConfig::new(&dir);
     let spool = Spool::open(&config)?;
 
@@ -91,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
         append.as_secs_f64() * 1e6 / n as f64
     );
 
-    // The writer, draining the spool into PostgreSQL in batches.
+    // The writer, draining the spool into the database in batches.
     let mut writer = LedgerWriter::new(spool.clone(), db.clone(), &config);
     let started = Instant::now();
     loop {

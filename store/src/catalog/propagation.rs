@@ -247,7 +247,7 @@ impl Catalog {
     pub async fn prune_changes(&self, before_ms: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM catalog_changes WHERE changed_at_ms < $1")
             .bind(before_ms)
-            .execute(self.db.pool())
+            .execute(self.db.writer())
             .await?;
         Ok(done.rows_affected())
     }

@@ -414,7 +414,7 @@ async fn a_change_racing_a_delete_finds_no_function() {
             .await
             .unwrap();
         sqlx::query("DELETE FROM functions WHERE function_name = 'g'")
-            .execute(b.db.pool())
+            .execute(b.db.writer())
             .await
             .unwrap();
         let refused = c.set_reserved(a, "g", Some(1)).await;
