@@ -12,9 +12,8 @@ load had answered, rows in the ledger, and the node's `lamina_invocations_total`
 Passes when: no errors; ledger rows equal invocations equal the metric; RSS flat (every
 window after the first within --rss-tolerance of the second window's RSS); p99 flat for
 echo and the model (every window after the first within --p99-tolerance of the median
-window's p99). The test suite runs it for 60 s against the debug build at 60 %
-of the maximum, with a ceiling on p99 instead of the 20 % band (see scripts/test.sh);
-docs/benchmarks.md quotes the runs at 80 %.
+window's p99). docs/benchmarks.md quotes the runs at 80 %,
+and why the 60 s run is not yet a step of the test command.
 
 Usage: .venv/bin/python bench/soak.py [--seconds 600] [--profile release|debug]
        [--load 0.8] [--rss-tolerance 0.10] [--p99-tolerance 0.20] [--p99-ceiling-ms MS]

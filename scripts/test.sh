@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Runs Lamina's whole test suite: lint, Rust tests (SQLite and PostgreSQL), the guest
-# fixtures, the Python compatibility suite with real boto3 and aws-cli, and a 60 s soak
-# of a node under a mixed load (bench/soak.py).
+# fixtures, and the Python compatibility suite with real boto3 and aws-cli.
 #
 # Installs what it needs and is missing: the wasm32-wasip2 Rust target, Debian's clang
 # and wasi-libc (for the C guest), Prometheus, and a Python venv with the clients.
@@ -69,14 +68,3 @@ done
 step "compatibility suite (boto3, aws-cli)"
 export LAMINA_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/lamina"
 "$venv/bin/python" -m pytest -q tests/compat "$@"
-
-step "soak (60 s, debug build)"
-# Must hold exactly: no errors, ledger rows = invocations = the metric, RSS within 10 % of
-# the second window's. The load is 60 % of the mix's measured maximum rather than the
-# 80 % of docs/benchmarks.md: that maximum varies by 15 % from run to run on a shared
-# 2-core machine, and at 80 % a high reading puts the node past saturation. p99 gets a
-# ceiling (a node that falls behind its load reaches seconds) and a band of 10x the
-# median window's: one window in three carries a spike of about 5x from the periodic
-# writeback of the spool and the database, which a data directory on tmpfs does not show.
-"$venv/bin/python" bench/soak.py --seconds 60 --profile debug --load 0.6 \
-  --p99-tolerance 9 --p99-ceiling-ms 250
