@@ -1,10 +1,11 @@
 """Starts a `lamina up` for a benchmark on a port the kernel picks, with the key the
-benchmarks sign with, and returns it with the endpoint it printed."""
+benchmarks sign with, and returns it with the endpoint it printed; reads its metrics."""
 
 import os
 import re
 import subprocess
 import threading
+import urllib.request
 
 
 def start(binary, args, stderr):
@@ -23,3 +24,9 @@ def start(binary, args, stderr):
     # Whatever else the node prints must not fill the pipe and stall it.
     threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
     return proc, endpoint
+
+
+def metric_total(endpoint, metric):
+    """The sum of a counter over its label sets, from the node's /metrics."""
+    text = urllib.request.urlopen(f"{endpoint}/metrics", timeout=10).read().decode()
+    return sum(float(m[2]) for m in re.finditer(rf"^{metric}(\{{[^}}]*\}})? (\S+)$", text, re.M))

@@ -23,7 +23,6 @@ import os
 import pathlib
 import platform
 import random
-import re
 import sys
 import tempfile
 import threading
@@ -32,8 +31,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "compat"))
 
-import requests  # noqa: E402
-
+import local_node  # noqa: E402
 from cluster import ClusterOf3, routing_decisions, wait_until  # noqa: E402
 from conftest import ROLE, drop_postgres_database, postgres_database, wasm_zip  # noqa: E402
 
@@ -44,13 +42,7 @@ def p(samples, q):
 
 
 def scrape(node, metric):
-    """The sum of a counter over its label sets, from the node's /metrics."""
-    total = 0.0
-    for line in requests.get(f"{node.endpoint}/metrics", timeout=10).text.splitlines():
-        m = re.match(rf"{metric}(\{{[^}}]*\}})? (\S+)$", line)
-        if m:
-            total += float(m[2])
-    return total
+    return local_node.metric_total(node.endpoint, metric)
 
 
 def environments(node, prefix):

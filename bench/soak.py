@@ -25,7 +25,6 @@ import io
 import json
 import os
 import pathlib
-import re
 import shutil
 import signal
 import sqlite3
@@ -34,7 +33,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import zipfile
 
 import boto3
@@ -53,12 +51,6 @@ def package(fixture):
     with zipfile.ZipFile(buf, "w") as z:
         z.write(ROOT / "guests/target/fixtures" / f"{fixture}.wasm", "function.wasm")
     return buf.getvalue()
-
-
-def invocations_metric(endpoint):
-    text = urllib.request.urlopen(f"{endpoint}/metrics", timeout=10).read().decode()
-    return int(sum(float(m.group(1)) for m in
-                   re.finditer(r"^lamina_invocations_total\{[^}]*\} (\S+)$", text, re.M)))
 
 
 def ledger_rows(db):
@@ -186,7 +178,7 @@ def main():
         # Async events run after their 202; the ledger writer flushes in batches.
         db = work / "lamina" / "lamina.db"
         wait_for("every invocation in the ledger", lambda: ledger_rows(db) >= expected_rows, 120)
-        metric = invocations_metric(endpoint)
+        metric = int(local_node.metric_total(endpoint, "lamina_invocations_total"))
     finally:
         node.send_signal(signal.SIGTERM)
         try:

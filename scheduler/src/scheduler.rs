@@ -293,25 +293,13 @@ impl Scheduler {
         lock(&self.inner.core).has_idle(pool)
     }
 
+    /// Reads from a pool's entry; `None` once the pool is gone.
+    fn pool_entry<T>(&self, pool: PoolId, read: impl FnOnce(&PoolEntry) -> T) -> Option<T> {
+        lock(&self.inner.registry).pools.get(&pool).map(read)
+    }
+
     fn spec_of(&self, pool: PoolId) -> Option<(SharedSpec, InitializationType)> {
-        lock(&self.inner.registry)
-            .pools
-            .get(&pool)
-            .map(|p| (p.spec.clone(), p.init_type))
-    }
-
-    fn series_of(&self, pool: PoolId) -> Option<Arc<PoolSeries>> {
-        lock(&self.inner.registry)
-            .pools
-            .get(&pool)
-            .map(|p| p.series.clone())
-    }
-
-    fn function_of(&self, pool: PoolId) -> Option<FunctionKey> {
-        lock(&self.inner.registry)
-            .pools
-            .get(&pool)
-            .map(|p| p.function.clone())
+        self.pool_entry(pool, |p| (p.spec.clone(), p.init_type))
     }
 
     pub fn recorder(&self) -> &Recorder {
@@ -335,7 +323,7 @@ impl Scheduler {
             _ => meta.received_at,
         };
         // Without a pool there is no invocation to count: `run` answers that it is gone.
-        let series = self.series_of(pool);
+        let series = self.pool_entry(pool, |p| p.series.clone());
         tokio::spawn(async move {
             let result = this.run(pool, input).await?;
             let record = this
@@ -434,7 +422,7 @@ impl Scheduler {
             ThrottleReason::FunctionInvocationRateLimitExceeded => &stats.throttles_rate,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        if let Some(function) = self.function_of(pool) {
+        if let Some(function) = self.pool_entry(pool, |p| p.function.clone()) {
             self.inner.metrics.throttle(&function, reason);
         }
         InvokeError::Throttled(reason)

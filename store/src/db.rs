@@ -199,10 +199,12 @@ impl Db {
     /// the ledger stopped draining for 40 s and async Invokes timed out. On a runtime
     /// thread of its own, the awaits resume at once and only the caller's final wake-up
     /// waits its turn. On PostgreSQL, where writers have a pool, it runs in place.
-    pub async fn write<T: Send + 'static>(
-        &self,
-        work: impl Future<Output = Result<T, StoreError>> + Send + 'static,
-    ) -> Result<T, StoreError> {
+    pub async fn write<T, F>(&self, work: impl FnOnce(Db) -> F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        let work = work(self.clone());
         match self.backend {
             Backend::Postgres => work.await,
             Backend::Sqlite => writer_runtime()?.spawn(work).await.map_err(|e| {

@@ -415,10 +415,9 @@ impl LedgerWriter {
             }
             let count = lines.len() as u64;
             let entries = parse(self.spool.stats(), &lines);
-            let db = self.db.clone();
             let insert = self
                 .db
-                .write(async move { insert_entries(&db, &entries).await });
+                .write(|db| async move { insert_entries(&db, &entries).await });
             crate::db::within(WRITE_DEADLINE, insert).await?;
             cursor.start = next;
             let stats = self.spool.stats();

@@ -136,9 +136,9 @@ impl Queue {
 
     /// Stores an accepted event; when this returns, the event is durable.
     pub async fn enqueue(&self, event: &AsyncEvent) -> Result<(), StoreError> {
-        let (db, event) = (self.db.clone(), event.clone());
+        let event = event.clone();
         self.db
-            .write(async move {
+            .write(|db| async move {
                 let mut conn = db.writer().acquire().await?;
                 insert(&mut conn, &event).await?;
                 Ok(())
@@ -168,10 +168,10 @@ impl Queue {
             Backend::Postgres => lease!(" FOR UPDATE SKIP LOCKED"),
             Backend::Sqlite => lease!(""),
         };
-        let (db, owner) = (self.db.clone(), owner.to_owned());
+        let owner = owner.to_owned();
         let rows = self
             .db
-            .write(async move {
+            .write(|db| async move {
                 let rows = sqlx::query(sql)
                     .bind(owner)
                     .bind(now)
@@ -195,13 +195,11 @@ impl Queue {
         owner: &str,
         settlement: &Settlement,
     ) -> Result<bool, StoreError> {
-        let work = settle(
-            self.db.clone(),
-            event_id.to_owned(),
-            owner.to_owned(),
-            settlement.clone(),
-        );
-        self.db.write(work).await
+        let (event_id, owner, settlement) =
+            (event_id.to_owned(), owner.to_owned(), settlement.clone());
+        self.db
+            .write(|db| settle(db, event_id, owner, settlement))
+            .await
     }
 
     /// Running events whose lease owner is not among `live_owners`: left by a process

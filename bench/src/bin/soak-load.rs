@@ -132,11 +132,11 @@ impl Target {
     }
 }
 
-/// One finished request: its class, the window it was due in, latency in µs, outcome.
+/// One finished request: its class, the window it was due in, latency, outcome.
 struct Outcome {
     class: Class,
     window: usize,
-    latency_us: u64,
+    latency: Duration,
     error: Option<String>,
 }
 
@@ -154,17 +154,11 @@ async fn maximum(
     let mut loops = Vec::new();
     for connection in 0..connections {
         let (target, client, served) = (target.clone(), client.clone(), served.clone());
-        // Each connection starts at its own place in the pattern, so the classes
-        // in flight at any moment are mixed as the pattern is.
-        let classes: Vec<Class> = pattern
-            .iter()
-            .cycle()
-            .skip(connection % pattern.len())
-            .take(pattern.len())
-            .copied()
-            .collect();
+        let pattern = pattern.to_vec();
         loops.push(tokio::spawn(async move {
-            for class in classes.into_iter().cycle() {
+            // Each connection starts at its own place in the pattern, so the classes
+            // in flight at any moment are mixed as the pattern is.
+            for &class in pattern.iter().cycle().skip(connection) {
                 if Instant::now() >= deadline {
                     break;
                 }
@@ -220,12 +214,12 @@ async fn pace(soak: Soak, class: Class, period: Duration, per_tick: usize) {
             let (target, client, outcomes) = (target.clone(), client.clone(), outcomes.clone());
             tokio::spawn(async move {
                 let error = target.send(&client, class).await.err();
-                let latency_us = due.elapsed().as_micros() as u64;
+                let latency = due.elapsed();
                 drop(permit);
                 let _ = outcomes.send(Outcome {
                     class,
                     window,
-                    latency_us,
+                    latency,
                     error,
                 });
             });
@@ -260,16 +254,9 @@ fn resident(pid: u32) -> anyhow::Result<Resident> {
     })
 }
 
-fn percentile(sorted: &[u64], q: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
 #[derive(Default)]
 struct Tally {
-    latencies_us: Vec<u64>,
+    latencies: Vec<Duration>,
     errors: u64,
 }
 
@@ -375,7 +362,7 @@ async fn main() -> anyhow::Result<()> {
     while let Some(o) = outcomes.recv().await {
         let tally = tallies.entry((o.window, o.class)).or_default();
         match o.error {
-            None => tally.latencies_us.push(o.latency_us),
+            None => tally.latencies.push(o.latency),
             Some(e) => {
                 tally.errors += 1;
                 if first_errors.len() < 10 {
@@ -397,17 +384,24 @@ async fn main() -> anyhow::Result<()> {
             let Some(tally) = tallies.get_mut(&(w, class)) else {
                 continue;
             };
-            tally.latencies_us.sort_unstable();
-            let l = &tally.latencies_us;
-            *served.entry(class.name()).or_default() += l.len() as u64;
+            let count = tally.latencies.len();
+            *served.entry(class.name()).or_default() += count as u64;
+            let max_us = tally.latencies.iter().max().map_or(0, |d| d.as_micros());
+            // A window of only errors has no latencies to summarize.
+            let (p50_us, p99_us) = if count == 0 {
+                (0.0, 0.0)
+            } else {
+                let s = bench::summarize(std::mem::take(&mut tally.latencies));
+                (s.p50_us, s.p99_us)
+            };
             classes.insert(
                 class.name().into(),
                 json!({
-                    "served": l.len(),
+                    "served": count,
                     "errors": tally.errors,
-                    "p50_us": percentile(l, 0.50),
-                    "p99_us": percentile(l, 0.99),
-                    "max_us": l.last().copied().unwrap_or(0),
+                    "p50_us": p50_us,
+                    "p99_us": p99_us,
+                    "max_us": max_us,
                 }),
             );
         }
