@@ -12,8 +12,8 @@ load had answered, rows in the ledger, and the node's `lamina_invocations_total`
 Passes when: no errors; ledger rows equal invocations equal the metric; RSS flat (every
 window after the first within --rss-tolerance of the second window's RSS); p99 flat for
 echo and the model (every window after the first within --p99-tolerance of the median
-window's p99). docs/benchmarks.md quotes the runs at 80 %,
-and why the 60 s run is not yet a step of the test command.
+window's p99), and below --p99-ceiling-ms when given. docs/benchmarks.md quotes the runs
+at 80 %; the test command runs 60 s at 50 % with wide bounds (scripts/test.sh says which).
 
 Usage: .venv/bin/python bench/soak.py [--seconds 600] [--profile release|debug]
        [--load 0.8] [--rss-tolerance 0.10] [--p99-tolerance 0.20] [--p99-ceiling-ms MS]
@@ -23,6 +23,7 @@ Usage: .venv/bin/python bench/soak.py [--seconds 600] [--profile release|debug]
 import argparse
 import io
 import json
+import math
 import os
 import pathlib
 import shutil
@@ -129,7 +130,8 @@ def main():
                    help="the soak's rate as a share of the mix's measured maximum")
     p.add_argument("--profile", choices=("release", "debug"), default="release")
     p.add_argument("--rss-tolerance", type=float, default=0.10)
-    p.add_argument("--p99-tolerance", type=float, default=0.20)
+    p.add_argument("--p99-tolerance", type=float, default=0.20,
+                   help="inf: no flatness bound (with --p99-ceiling-ms, only a ceiling)")
     p.add_argument("--p99-ceiling-ms", type=float,
                    help="also fail when any window's p99 of echo or the model passes this")
     p.add_argument("--json", help="write the whole report here")
@@ -206,8 +208,12 @@ def main():
     if failures:
         print(f"node log: {log_path}")
         sys.exit(1)
-    print(f"soak passed: no errors, rows = invocations, RSS within {args.rss_tolerance:.0%}, "
-          f"p99 within {args.p99_tolerance:.0%}")
+    bounds = [f"RSS within {args.rss_tolerance:.0%}"]
+    if math.isfinite(args.p99_tolerance):
+        bounds.append(f"p99 within {args.p99_tolerance:.0%} of the median")
+    if args.p99_ceiling_ms is not None:
+        bounds.append(f"p99 under {args.p99_ceiling_ms:g} ms")
+    print(f"soak passed: no errors, rows = invocations, {', '.join(bounds)}")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs Lamina's whole test suite: lint, Rust tests (SQLite and PostgreSQL), the guest
-# fixtures, and the Python compatibility suite with real boto3 and aws-cli.
+# fixtures, fuzzing, a 60 s soak, and the Python compatibility suite with real boto3 and
+# aws-cli.
 #
 # Installs what it needs and is missing: the wasm32-wasip2 Rust target, Debian's clang
 # and wasi-libc (for the C guest), Prometheus, and a Python venv with the clients.
@@ -64,6 +65,14 @@ for target in zip_intake sigv4_header function_ref invoke_payload url_event; do
     -- -max_total_time="${FUZZ_SECONDS:-30}" -print_final_stats=0 2>&1 | tail -n 3)
   rm -rf "$found"
 done
+
+step "soak (60 s of mixed load on the debug build)"
+# Exact checks: no errors, and invocations answered = ledger rows = lamina_invocations_total.
+# Bounds wide enough for a shared 2-core machine, tight enough for a leak or a stall: RSS
+# within 25 % over the run, no window's p99 above 1 s. The flatness figures (RSS within
+# 10 %, p99 within 20 %) come from the 10-minute release run in docs/benchmarks.md.
+"$venv/bin/python" bench/soak.py --seconds 60 --profile debug --load 0.5 \
+  --rss-tolerance 0.25 --p99-tolerance inf --p99-ceiling-ms 1000
 
 step "compatibility suite (boto3, aws-cli)"
 export LAMINA_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/lamina"
