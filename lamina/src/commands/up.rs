@@ -421,6 +421,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             "no built-in runtimes found (run guests/build.sh or set --runtimes-dir): functions with Runtime onnx will be refused"
         );
     }
+    match lamina::file_table::prepare() {
+        Ok(p) => tracing::debug!(
+            open_files_limit = p.open_files_limit,
+            ready_slots = p.ready_slots,
+            "file table ready"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not size the file table up front"),
+    }
     let stopping = stop_signal();
     let node = Node::start(config).await?;
     let database = match &args.database_url {
