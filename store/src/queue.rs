@@ -135,8 +135,7 @@ impl Queue {
     }
 
     /// Stores an accepted event; when this returns, the event is durable.
-    pub async fn enqueue(&self, event: &AsyncEvent) -> Result<(), StoreError> {
-        let event = event.clone();
+    pub async fn enqueue(&self, event: AsyncEvent) -> Result<(), StoreError> {
         self.db
             .write(|db| async move {
                 let mut conn = db.writer().acquire().await?;

@@ -214,7 +214,7 @@ pub async fn enqueue(
     );
     state
         .queue
-        .enqueue(&event)
+        .enqueue(event)
         .await
         .map_err(ApiError::service)?;
     state.async_notify.notify_one();

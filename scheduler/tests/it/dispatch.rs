@@ -45,7 +45,7 @@ impl Running {
         let notify = Arc::new(Notify::new());
         if let Some(event) = lost {
             h.function("f", config()).await;
-            queue.enqueue(&event).await.unwrap();
+            queue.enqueue(event).await.unwrap();
             let leased = queue.lease_due(INCARNATION, 1).await.unwrap();
             assert_eq!(leased.len(), 1);
         }
@@ -98,7 +98,7 @@ impl Running {
             .unwrap();
     }
 
-    async fn enqueue(&self, event: &AsyncEvent) {
+    async fn enqueue(&self, event: AsyncEvent) {
         self.queue.enqueue(event).await.unwrap();
         self.notify.notify_one();
     }
@@ -175,7 +175,7 @@ async fn a_failing_event_is_retried_with_backoff_then_dead_lettered() {
         "ev",
         [Step::fail("Boom"), Step::fail("Boom"), Step::fail("Boom")],
     );
-    d.enqueue(&event("ev", "f")).await;
+    d.enqueue(event("ev", "f")).await;
 
     let seen = d.invoked("dlq").await;
     let attempts = calls(&seen, "f");
@@ -224,7 +224,7 @@ async fn a_failure_goes_to_the_on_failure_destination_rather_than_the_dlq() {
     )
     .await;
     d.h.fake.script("ev", [Step::fail("Boom")]);
-    d.enqueue(&event("ev", "f")).await;
+    d.enqueue(event("ev", "f")).await;
 
     let seen = d.invoked("failures").await;
     d.drained().await;
@@ -258,7 +258,7 @@ async fn a_success_goes_to_the_on_success_destination() {
         },
     )
     .await;
-    d.enqueue(&event("ev", "f")).await;
+    d.enqueue(event("ev", "f")).await;
 
     let seen = d.invoked("successes").await;
     let record = json_of(calls(&seen, "successes")[0]);
@@ -286,7 +286,7 @@ async fn an_event_older_than_its_maximum_age_is_discarded_unrun() {
     .await;
     let mut old = event("ev", "f");
     old.received_at_ms -= 61_000;
-    d.enqueue(&old).await;
+    d.enqueue(old).await;
 
     let seen = d.invoked("failures").await;
     assert!(calls(&seen, "f").is_empty(), "an expired event ran");
@@ -312,7 +312,7 @@ async fn a_platform_failure_is_retried_without_using_an_attempt() {
     )
     .await;
     d.h.fake.script("ev", [Step::PlatformError, Step::echo()]);
-    d.enqueue(&event("ev", "f")).await;
+    d.enqueue(event("ev", "f")).await;
 
     let seen = d.invoked("successes").await;
     let attempts = calls(&seen, "f");

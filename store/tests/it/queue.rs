@@ -24,8 +24,8 @@ async fn events_are_leased_once_and_settled_atomically() {
         let q = Queue::new(b.db.clone());
         let e1 = event("f");
         let e2 = event("f");
-        q.enqueue(&e1).await.unwrap();
-        q.enqueue(&e2).await.unwrap();
+        q.enqueue(e1.clone()).await.unwrap();
+        q.enqueue(e2.clone()).await.unwrap();
         assert_eq!(q.depth().await.unwrap().0, 2);
 
         let leased = q.lease_due("me", 10).await.unwrap();
@@ -73,7 +73,7 @@ async fn a_dead_processs_leases_are_found_and_taken_over_once() {
     for b in backends().await {
         let q = Queue::new(b.db.clone());
         let e = event("f");
-        q.enqueue(&e).await.unwrap();
+        q.enqueue(e.clone()).await.unwrap();
         q.lease_due("dead-process", 10).await.unwrap();
         let live = |owners: &[&str]| owners.iter().map(|o| o.to_string()).collect::<HashSet<_>>();
         assert!(
@@ -106,7 +106,7 @@ async fn a_lease_taken_over_cannot_be_settled_by_its_old_owner() {
     for b in backends().await {
         let q = Queue::new(b.db.clone());
         let e = event("f");
-        q.enqueue(&e).await.unwrap();
+        q.enqueue(e.clone()).await.unwrap();
         q.lease_due("slow-node", 10).await.unwrap();
         assert!(
             q.take_over(&orphan_of(&e, "slow-node"), "live-node")
@@ -135,7 +135,7 @@ async fn dispatchers_on_many_nodes_never_lease_one_event_twice() {
         let q = Queue::new(b.db.clone());
         let events: Vec<AsyncEvent> = (0..200).map(|_| event("f")).collect();
         for e in &events {
-            q.enqueue(e).await.unwrap();
+            q.enqueue(e.clone()).await.unwrap();
         }
         let mut leasers = Vec::new();
         for node in 0..6 {
